@@ -1,0 +1,1 @@
+"""kgrow's agent: the chat loop, dialogue state, LLM, fusion, feedback and the `kgrow` CLI."""

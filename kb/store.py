@@ -1,0 +1,593 @@
+"""KnowledgeBase: one directory holding the fact log, the vector index and the manifest."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from kb import manifest as manifest_mod
+from kb.config import AddResult, KBConfig, NewFact
+from kb.embeddings import Embedder, EmbedderConfig, SentenceTransformerEmbedder
+from kb.errors import IncompatibleKBError, InvalidInputError, KBError, NotFoundError
+from kb.facts import (SHARED, Episode, Fact, Hit, Kind, Source, Status, clean_confidence, clean_text,
+                      clean_user, default_fact_text, episode_id, fact_id, iso, normalize_name,
+                      normalize_relation, to_timestamp)
+from kb.index import VectorIndex
+from kb.lock import WriterLock
+from kb.log import FactLog, from_blob, now
+from kb.maintenance import IndexKeeper
+from kb.schema import DEFAULT_ALIASES, DEFAULT_SINGLE_VALUED
+from kb.search import HybridSearcher, Scope, mentioned_entities
+
+log = logging.getLogger("kgrow.kb")
+DB_FILE = "kb.sqlite"
+_DIGITS = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One change in a fact's life: created, restated, superseded, forgotten, confidence..."""
+
+    time: float
+    event: str
+    fact_id: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    subject: str
+    subject_display: str
+    relation: str
+    object: str
+    object_display: str
+    text: str
+    scope: str
+    stater: str | None
+    key: str
+    time: float
+    valid_from: float
+    confidence: float
+    source: Source
+
+
+class KnowledgeBase:
+    """A growing, user-scoped store of facts and episodes; use ``KnowledgeBase.open(path)``."""
+
+    def __init__(self, path: Path, db: FactLog, manifest: manifest_mod.Manifest, config: KBConfig,
+                 embedder: Embedder | None, read_only: bool, lock: WriterLock | None):
+        self.path = path
+        self.config = config
+        self.read_only = read_only
+        self.manifest = manifest
+        self._log = db
+        self._lock = lock
+        self._mutex = threading.RLock()
+        self._embedder = embedder
+        self._aliases = db.aliases()
+        self._single = {r for r, s in db.relations().items() if s}
+        self._keeper = IndexKeeper(path, db, manifest.embedder_dim, config)
+        self._search = HybridSearcher(db, self._keeper.index, config.rrf_k)
+        self._graph_cache = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(cls, path: str | Path, *, embedder: Embedder | None = None, config: KBConfig | None = None,
+             read_only: bool = False, create: bool = True) -> "KnowledgeBase":
+        """Open (or create) the KB in directory ``path``; verifies and repairs the index on the way."""
+        config = config or KBConfig()
+        path = Path(path).expanduser()
+        if path.exists() and not path.is_dir():
+            raise InvalidInputError(f"{path} is a file; a knowledge base is a directory")
+        if not path.exists():
+            if read_only or not create:
+                raise NotFoundError(f"no knowledge base at {path}")
+            path.mkdir(parents=True)
+        man = manifest_mod.load(path)
+        if man is None and (read_only or not create):
+            raise NotFoundError(f"{path} is not a kgrow knowledge base (no manifest.json)")
+        if man is None and any(p.name not in ("writer.lock",) for p in path.iterdir()):
+            raise IncompatibleKBError(f"{path} is not empty and has no manifest.json; refusing to use it as a KB")
+        lock = None
+        if not read_only:
+            lock = WriterLock(path)
+            lock.acquire()
+        try:
+            if man is None:
+                embedder = embedder or SentenceTransformerEmbedder()
+                stamp = iso(now())
+                man = manifest_mod.Manifest(manifest_mod.FORMAT_VERSION, embedder.id, embedder.dim, stamp, stamp)
+            elif embedder is not None:
+                _check_embedder(man, embedder, path)
+            db = FactLog(path / DB_FILE, read_only=read_only)
+            if not read_only and manifest_mod.load(path) is None:
+                db.begin()
+                for r in DEFAULT_SINGLE_VALUED:
+                    db.set_relation(r, True)
+                for a, c in DEFAULT_ALIASES.items():
+                    db.set_alias(a, c)
+                db.commit()
+                manifest_mod.save(path, man)
+            kb = cls(path, db, man, config, embedder, read_only, lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return kb
+
+    def close(self) -> None:
+        """Save the index and manifest (errors propagate: a failed save is never swallowed)."""
+        with self._mutex:
+            if self._closed:
+                return
+            try:
+                if not self.read_only:
+                    self._keeper.save()
+                    self.manifest = replace(self.manifest, updated=iso(now()))
+                    manifest_mod.save(self.path, self.manifest)
+            finally:
+                self._closed = True
+                self._log.close()
+                if self._lock is not None:
+                    self._lock.release()
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def open_report(self) -> list[str]:
+        """What opening had to do to the index (empty when it was consistent)."""
+        return list(self._keeper.report)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder; loaded on first use from the manifest's id when none was given."""
+        if self._embedder is None:
+            emb = SentenceTransformerEmbedder(EmbedderConfig(model=self.manifest.embedder_id))
+            _check_embedder(self.manifest, emb, self.path)
+            self._embedder = emb
+        return self._embedder
+
+    def _writable(self) -> None:
+        if self._closed:
+            raise KBError(f"knowledge base {self.path} is closed")
+        if self.read_only:
+            raise KBError(f"knowledge base {self.path} was opened read-only; open it without read_only to write")
+
+    # ------------------------------------------------------------------ schema
+
+    def declare_relation(self, relation: str, single_valued: bool = True) -> None:
+        """Mark a relation single-valued (a new object supersedes the old) or multi-valued."""
+        with self._mutex:
+            self._writable()
+            name = normalize_relation(clean_text(relation, "relation"))
+            self._log.begin()
+            self._log.set_relation(name, single_valued)
+            self._log.commit()
+            self._single = {r for r, s in self._log.relations().items() if s}
+
+    def add_alias(self, alias: str, canonical: str) -> None:
+        """Make ``alias`` name the same entity as ``canonical`` in new facts and queries."""
+        with self._mutex:
+            self._writable()
+            a, c = normalize_name(clean_text(alias, "alias")), normalize_name(clean_text(canonical, "canonical"))
+            if a == c:
+                raise InvalidInputError(f"alias {alias!r} is the same as its canonical name")
+            self._log.begin()
+            self._log.set_alias(a, self._aliases.get(c, c))
+            self._log.commit()
+            self._aliases = self._log.aliases()
+
+    def single_valued(self, relation: str) -> bool:
+        return normalize_relation(relation) in self._single
+
+    def resolve(self, name: str) -> str:
+        """Normalised, alias-resolved entity name."""
+        n = normalize_name(name)
+        return self._aliases.get(n, n)
+
+    # ------------------------------------------------------------------ writing facts
+
+    def add_fact(self, subject: str, relation: str, object: str, *, text: str | None = None,
+                 user: str | None = None, shared: bool = False, source_id: str | None = None,
+                 episode_id: str | None = None, time: object = None, valid_from: object = None,
+                 confidence: float = 1.0, note: str | None = None) -> AddResult:
+        """Add one fact (see ``NewFact`` for the fields); returns what happened to it."""
+        return self.add_facts([NewFact(subject, relation, object, text, user, shared, source_id, episode_id,
+                                       time, valid_from, confidence, note)])[0]
+
+    def add_facts(self, items: Sequence[NewFact], vectors: np.ndarray | None = None) -> list[AddResult]:
+        """Add facts in one transaction with one batched embedding pass; all or nothing.
+
+        ``vectors`` (len(items), dim) may carry precomputed embeddings of the texts.
+        """
+        with self._mutex:
+            self._writable()
+            preps = [self._prepare(it, i if len(items) > 1 else None) for i, it in enumerate(items)]
+            if vectors is not None and np.shape(vectors) != (len(items), self.manifest.embedder_dim):
+                raise InvalidInputError(
+                    f"vectors have shape {np.shape(vectors)}; expected ({len(items)}, {self.manifest.embedder_dim})")
+            # hash before embedding: texts whose content key is already current need no vector
+            todo = sorted({p.text for p in preps if not self._key_active(p.key)})
+            text_vec: dict[str, np.ndarray] = {}
+            if vectors is not None:
+                text_vec = {p.text: np.asarray(vectors[i], dtype=np.float32) for i, p in enumerate(preps)}
+            elif todo:
+                text_vec = dict(zip(todo, self.embedder.embed_documents(todo)))
+            results: list[AddResult] = []
+            new_vecs: list[tuple[int, np.ndarray]] = []
+            t = now()
+            self._log.begin()
+            try:
+                for p in preps:
+                    results.append(self._write_one(p, text_vec, new_vecs, t))
+                self._log.commit()
+            except BaseException:
+                self._log.rollback()
+                raise
+            self._after_write(new_vecs)
+            return [replace(r, fact=self._log.fact(r.fact.id) or r.fact) for r in results]
+
+    def _key_active(self, key: str) -> bool:
+        return any(st == "active" for _, _, st in self._log.rows_for_key(key))
+
+    def _prepare(self, it: NewFact, index: int | None) -> _Prepared:
+        where = "" if index is None else f"fact #{index}: "
+        try:
+            s_disp = clean_text(it.subject, "subject")
+            o_disp = clean_text(it.object, "object")
+            rel = normalize_relation(clean_text(it.relation, "relation"))
+            if not rel:
+                raise InvalidInputError(f"relation {it.relation!r} has no letters or digits")
+            subject, obj = self.resolve(s_disp), self.resolve(o_disp)
+            text = clean_text(it.text, "text") if it.text is not None else default_fact_text(s_disp, rel, o_disp)
+            stater = clean_user(it.user) if it.user is not None else None
+            if not it.shared and stater is None:
+                raise InvalidInputError("user is required for a private fact; pass user=... or shared=True")
+            scope = SHARED if it.shared else stater
+            t = to_timestamp(it.time, "time") if it.time is not None else now()
+            vf = to_timestamp(it.valid_from, "valid_from") if it.valid_from is not None else t
+            conf = clean_confidence(it.confidence)
+            sid = clean_text(it.source_id, "source_id") if it.source_id is not None else None
+            note = clean_text(it.note, "note") if it.note is not None else None
+            eid = it.episode_id
+            if eid is not None and self._log.episode(eid) is None:
+                raise NotFoundError(f"episode {eid!r} does not exist; add it with add_episode first")
+        except InvalidInputError as e:
+            raise type(e)(where + str(e)) from None
+        key = fact_id(scope, subject, rel, obj)  # type: ignore[arg-type]
+        return _Prepared(subject, s_disp, rel, obj, o_disp, text, scope, stater, key, t, vf, conf,  # type: ignore[arg-type]
+                         Source(sid, stater, t, eid, note))
+
+    def _write_one(self, p: _Prepared, text_vec: dict[str, np.ndarray], new_vecs: list, t: float) -> AddResult:
+        rows = self._log.rows_for_key(p.key)
+        active = [r for r in rows if r[2] == "active"]
+        if active:  # same content: one fact, one more source
+            return self._merge(active[0][1], p, t, semantic=False)
+        vec = text_vec.get(p.text)
+        if vec is None:  # restating a fact superseded earlier in this batch: reuse its stored vector
+            blob = self._log.db.execute("SELECT vector FROM facts WHERE key=? ORDER BY vid DESC", (p.key,)).fetchone()
+            vec = from_blob(blob[0], self.manifest.embedder_dim)
+        slot = self._log.active_same_slot(p.scope, p.subject, p.relation)
+        for _rowid, fid, _key, obj, blob in slot:
+            if (self.config.near_duplicate < 1.0 and blob is not None and _compatible(obj, p.object)
+                    and float(from_blob(blob, len(vec)) @ vec) >= self.config.near_duplicate):
+                return self._merge(fid, p, t, semantic=True)
+        new_id = p.key if not rows else f"{p.key}-{len(rows)}"
+        status, valid_to, by = Status.ACTIVE, None, None
+        superseded: list[Fact] = []
+        if p.relation in self._single:
+            for _rowid, fid, _key, _obj, _blob in slot:
+                old = self._log.fact(fid)
+                assert old is not None
+                if old.valid_from > p.valid_from:  # an older truth arriving late: file it as history
+                    status, valid_to, by = Status.SUPERSEDED, old.valid_from, old.id
+                    continue
+                self._log.supersede(fid, new_id, p.valid_from)
+                self._log.add_history(fid, "superseded", f"by {new_id}", t)
+                superseded.append(replace(old, status=Status.SUPERSEDED, valid_to=p.valid_from, superseded_by=new_id))
+        fact = Fact(new_id, p.subject, p.relation, p.object, p.text, p.scope, p.confidence, status, p.time,
+                    p.valid_from, valid_to, by)
+        rowid = self._log.insert_fact(fact, p.key, vec)
+        self._log.add_source(new_id, p.source)
+        self._log.add_history(new_id, "created", f"restated after {rows[-1][1]}" if rows else None, t)
+        self._log.add_entity(p.subject, p.subject_display, t)
+        self._log.add_entity(p.object, p.object_display, t)
+        if p.scope:
+            self._log.add_user(p.scope, t)
+        if p.stater:
+            self._log.add_user(p.stater, t)
+        new_vecs.append((2 * rowid, vec))
+        return AddResult(fact, True, tuple(superseded))
+
+    def _merge(self, fid: str, p: _Prepared, t: float, semantic: bool) -> AddResult:
+        self._log.add_source(fid, p.source)
+        old = self._log.fact(fid)
+        assert old is not None
+        if p.confidence > old.confidence:
+            self._log.set_confidence(fid, p.confidence)
+        self._log.add_history(fid, "restated", "near-duplicate" if semantic else None, t)
+        return AddResult(old, False, (), semantic)
+
+    def add_episode(self, text: str, *, user: str, speaker: str = "user", source_id: str | None = None,
+                    time: object = None) -> Episode:
+        """Store a raw utterance (deduplicated by content, speaker, user, source and time)."""
+        with self._mutex:
+            self._writable()
+            body = clean_text(text, "episode text")
+            who = clean_user(user)
+            spk = clean_text(speaker, "speaker")
+            sid = clean_text(source_id, "source_id") if source_id is not None else None
+            t = to_timestamp(time, "time") if time is not None else now()
+            ep = Episode(episode_id(who, spk, sid, t, body), spk, body, who, sid, t)
+            existing = self._log.episode(ep.id)
+            if existing is not None:
+                return existing
+            vec = self.embedder.embed_query(body)
+            self._log.begin()
+            try:
+                rowid = self._log.insert_episode(ep, vec)
+                self._log.add_user(who, t)
+                self._log.commit()
+            except BaseException:
+                self._log.rollback()
+                raise
+            self._after_write([(2 * rowid + 1, vec)])
+            return ep
+
+    def _after_write(self, new_vecs: list[tuple[int, np.ndarray]]) -> None:
+        self._graph_cache = None
+        self._keeper.add(new_vecs)
+
+    # ------------------------------------------------------------------ changing facts
+
+    def forget(self, fact_id: str | None = None, *, entity: str | None = None, user: str | None = None) -> list[str]:
+        """Forget one fact, every fact about an entity (optionally of one user), or a whole user.
+
+        Forgotten facts leave every search and listing at once; their rows stay in the log with
+        status ``forgotten`` and a history entry. Returns the ids forgotten.
+        """
+        with self._mutex:
+            self._writable()
+            if fact_id is not None and (entity is not None or user is not None):
+                raise InvalidInputError("forget takes a fact id, or an entity (optionally with user), or a user")
+            if fact_id is None and entity is None and user is None:
+                raise InvalidInputError("forget needs a fact id, entity=..., or user=...")
+            ep_where: tuple[str, list] | None = None
+            if fact_id is not None:
+                self.fact(fact_id)  # raises NotFoundError
+                where, params = "id=?", [fact_id]
+            elif entity is not None:
+                name = self.resolve(clean_text(entity, "entity"))
+                if self._log.entity_display(name) is None:
+                    raise NotFoundError(_unknown_entity(self._log, name))
+                where, params = "(subject=? OR object=?)", [name, name]
+                if user is not None:
+                    where += " AND user=?"
+                    params.append(self._known_user(user))
+            else:
+                who = self._known_user(user)
+                where, params = "user=?", [who]
+                ep_where = ("user=? AND status!='forgotten'", [who])
+            ids = [r[0] for r in self._log.db.execute(f"SELECT id FROM facts WHERE {where} AND status!='forgotten'", params)]
+            vids = [2 * r[0] for r in self._log.db.execute(f"SELECT vid FROM facts WHERE {where} AND status!='forgotten'", params)]
+            t = now()
+            self._log.begin()
+            try:
+                self._log.set_status(ids, Status.FORGOTTEN)
+                for fid in ids:
+                    self._log.add_history(fid, "forgotten", None, t)
+                if ep_where is not None:
+                    vids += [2 * r[0] + 1 for r in self._log.db.execute(f"SELECT vid FROM episodes WHERE {ep_where[0]}", ep_where[1])]
+                    self._log.db.execute(f"UPDATE episodes SET status='forgotten' WHERE {ep_where[0]}", ep_where[1])
+                    self._log.db.execute("DELETE FROM users WHERE name=?", ep_where[1][:1])
+                self._log.commit()
+            except BaseException:
+                self._log.rollback()
+                raise
+            self._graph_cache = None
+            self._keeper.tombstone(np.array(vids, dtype=np.int64))
+            return ids
+
+    def set_confidence(self, fact_id: str, confidence: float, reason: str | None = None) -> Fact:
+        """Change a fact's confidence (kept in its history with the reason)."""
+        with self._mutex:
+            self._writable()
+            old = self.fact(fact_id)
+            c = clean_confidence(confidence)
+            self._log.begin()
+            self._log.set_confidence(fact_id, c)
+            self._log.add_history(fact_id, "confidence", f"{old.confidence:.3f} -> {c:.3f}" + (f": {reason}" if reason else ""), now())
+            self._log.commit()
+            return self.fact(fact_id)
+
+    # ------------------------------------------------------------------ reading
+
+    def fact(self, fact_id: str) -> Fact:
+        f = self._log.fact(fact_id) if isinstance(fact_id, str) else None
+        if f is None:
+            raise NotFoundError(f"no fact with id {fact_id!r}; list ids with `kgrow kb facts`")
+        return f
+
+    def episode(self, episode_id: str) -> Episode:
+        e = self._log.episode(episode_id) if isinstance(episode_id, str) else None
+        if e is None:
+            raise NotFoundError(f"no episode with id {episode_id!r}")
+        return e
+
+    def users(self) -> list[str]:
+        return self._log.users()
+
+    def _known_user(self, user: object) -> str:
+        who = clean_user(user)
+        if not self._log.has_user(who):
+            known = self._log.users()
+            raise NotFoundError(f"unknown user {who!r}; known users: {', '.join(known) if known else '(none yet)'}")
+        return who
+
+    def ensure_user(self, user: str) -> str:
+        """Register a user (idempotent) so that searches scoped to them are valid before they say anything."""
+        with self._mutex:
+            self._writable()
+            who = clean_user(user)
+            self._log.begin()
+            self._log.add_user(who, now())
+            self._log.commit()
+            return who
+
+    def facts(self, *, user: str | None = None, entity: str | None = None, relation: str | None = None,
+              history: bool = False, as_of: object = None, limit: int | None = None) -> list[Fact]:
+        """List facts, current only unless ``history`` (then superseded ones too), oldest first."""
+        with self._mutex:
+            where, params = [], []
+            if user is not None:
+                where.append("user IN (?, '')")
+                params.append(self._known_user(user))
+            if entity is not None:
+                name = self.resolve(clean_text(entity, "entity"))
+                where.append("(subject=? OR object=?)")
+                params += [name, name]
+            if relation is not None:
+                where.append("relation=?")
+                params.append(normalize_relation(clean_text(relation, "relation")))
+            if as_of is not None:
+                w, p = Scope(None, to_timestamp(as_of, "as_of")).fact_sql()
+                where.append(w)
+                params += p
+            else:
+                where.append("status IN ('active', 'superseded')" if history else "status='active'")
+            if limit is not None and (not isinstance(limit, int) or limit < 1):
+                raise InvalidInputError(f"limit {limit!r} must be a positive integer")
+            return self._log.facts_where(" AND ".join(where), params, order="valid_from, vid", limit=limit)
+
+    def history(self, fact_id: str) -> tuple[list[Fact], list[HistoryEvent]]:
+        """Every version of this fact's slot (same user, subject, relation) and the events on them."""
+        with self._mutex:
+            f = self.fact(fact_id)
+            versions = self._log.facts_where("user=? AND subject=? AND relation=?", (f.user, f.subject, f.relation),
+                                             order="valid_from, vid")
+            if f.relation not in self._single:
+                versions = [v for v in versions if v.object == f.object]
+            events = [HistoryEvent(t, ev, fid, d) for _, t, fid, ev, d in self._log.history_of([v.id for v in versions])]
+            return versions, events
+
+    def search(self, query: str, k: int = 10, *, user: str | None = None, kinds: Sequence[Kind | str] = (Kind.FACT, Kind.EPISODE),
+               as_of: object = None, query_vector: np.ndarray | None = None) -> list[Hit]:
+        """Hybrid search scoped to ``user`` (plus shared facts); ``user=None`` searches every user."""
+        q = clean_text(query, "query")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
+            raise InvalidInputError(f"k={k!r} is invalid; give an integer from 1 to 1000")
+        kinds_t = tuple(dict.fromkeys(Kind.parse(x) for x in kinds))
+        if not kinds_t:
+            raise InvalidInputError("kinds is empty; give fact and/or episode")
+        with self._mutex:
+            who = self._known_user(user) if user is not None else None
+            scope = Scope(who, to_timestamp(as_of, "as_of") if as_of is not None else None)
+            if self.read_only:
+                self._keeper.catch_up()
+            qv = query_vector if query_vector is not None else self.embedder.embed_query(q)
+            ents = mentioned_entities(self._log, self._aliases, q)
+            return self._search.search(q, np.asarray(qv, dtype=np.float32), k, scope, kinds_t, ents)
+
+    # ------------------------------------------------------------------ maintenance & views
+
+    def save(self) -> None:
+        """Persist the vector index now (the log is always durable already)."""
+        with self._mutex:
+            self._writable()
+            self._keeper.save()
+
+    def verify(self):
+        """Check log, index and manifest against each other; returns a ``VerifyReport``."""
+        with self._mutex:
+            return self._keeper.verify()
+
+    def rebuild(self, reembed: bool = False, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the vector index from the log (re-embedding every text if ``reembed``)."""
+        with self._mutex:
+            self._writable()
+            if reembed:
+                self._keeper.reembed(self.embedder)
+                self.manifest = replace(self.manifest, embedder_id=self.embedder.id, embedder_dim=self.embedder.dim)
+                manifest_mod.save(self.path, self.manifest)
+            n = self._keeper.rebuild()
+            self._search.index = self._keeper.index
+            return n
+
+    def stats(self):
+        from kb.views import stats
+
+        with self._mutex:
+            return stats(self)
+
+    def entity(self, name: str, user: str | None = None):
+        from kb.views import entity_profile
+
+        with self._mutex:
+            return entity_profile(self, name, user)
+
+    def graph(self, user: str | None = None):
+        """The networkx fact graph (current facts) of one user plus shared facts, or of everyone."""
+        from kb.graph import FactGraph
+
+        with self._mutex:
+            who = self._known_user(user) if user is not None else None
+            if self._graph_cache is None or self._graph_cache.user != who:
+                self._graph_cache = FactGraph.from_facts(self.facts(user=who), who)
+            return self._graph_cache
+
+    def export(self, path: str | Path, fmt: str = "jsonl", *, user: str | None = None, vectors: bool = False) -> int:
+        from kb.exporter import export
+
+        with self._mutex:
+            return export(self, Path(path), fmt, user=user, vectors=vectors)
+
+    def import_(self, path: str | Path):
+        from kb.importer import import_jsonl
+
+        with self._mutex:
+            self._writable()
+            result = import_jsonl(self, Path(path))
+            self._aliases = self._log.aliases()
+            self._single = {r for r, s in self._log.relations().items() if s}
+            self._graph_cache = None
+            return result
+
+
+def _check_embedder(man: manifest_mod.Manifest, emb: Embedder, path: Path) -> None:
+    if emb.dim != man.embedder_dim:
+        raise IncompatibleKBError(
+            f"embedder {emb.id!r} has dimension {emb.dim}, but {path} was built with {man.embedder_id!r} "
+            f"of dimension {man.embedder_dim}; use that embedder, or re-embed with `kgrow kb rebuild --reembed`")
+    if emb.id != man.embedder_id:
+        raise IncompatibleKBError(
+            f"embedder {emb.id!r} differs from {man.embedder_id!r} that built {path}; their vectors are not "
+            "comparable. Use the original embedder, or re-embed with `kgrow kb rebuild --reembed`")
+
+
+def _compatible(a: str, b: str) -> bool:
+    """Objects that may name the same thing: equal numbers, and one contains the other or they share a word."""
+    if _DIGITS.findall(a) != _DIGITS.findall(b):
+        return False
+    if a in b or b in a:
+        return True
+    return bool(set(a.split()) & set(b.split()))
+
+
+def _unknown_entity(db: FactLog, name: str) -> str:
+    import difflib
+
+    names = [r[0] for r in db.db.execute("SELECT name FROM entities LIMIT 20000")]
+    close = difflib.get_close_matches(name, names, n=5)
+    hint = f"; did you mean: {', '.join(close)}" if close else ""
+    return f"unknown entity {name!r}{hint}"
