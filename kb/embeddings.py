@@ -122,7 +122,11 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.ascontiguousarray(vecs, dtype=np.float32)  # (n, dim)
+        vecs = np.array(vecs, dtype=np.float32)  # (n, dim)
+        # a bf16 model normalises in bf16 (norms off by up to ~0.4%): renormalise in float32 so
+        # inner products are true cosines (<= 1) and thresholds like near_duplicate mean what they say
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(vecs)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]

@@ -28,6 +28,9 @@ STOPWORDS = frozenset(
 )
 #: most candidates one list contributes before fusion
 MAX_FETCH = 4096
+#: a keyword matching more rows than this carries little information and would make BM25 score
+#: every one of them (tens of ms at 1M facts): such terms are left to the vector retriever
+COMMON_TERM_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,20 @@ def mentioned_entities(log: "FactLog", aliases: dict[str, str], query: str, max_
     return log.known_entities(list(grams))
 
 
-def fts_query(query: str) -> str | None:
-    """An FTS5 MATCH expression OR-ing the query's content words, each quoted (no syntax injection)."""
-    terms = []
+def query_terms(query: str) -> list[str]:
+    """Distinct content words of a query, in order (stopwords dropped), at most 32."""
+    terms: list[str] = []
     for w in _WORD.findall(query.casefold()):
         if w not in STOPWORDS and w not in terms:
             terms.append(w)
+    return terms[:32]
+
+
+def fts_query(terms: Sequence[str]) -> str | None:
+    """An FTS5 MATCH expression OR-ing the terms, each quoted (no syntax injection)."""
     if not terms:
         return None
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms[:32])
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
 class HybridSearcher:
@@ -142,18 +150,16 @@ class HybridSearcher:
 
     def keyword_ranked(self, query: str, k: int, scope: Scope, kinds: Sequence[Kind]) -> list[int]:
         """Vector ids ranked by BM25 over fact and episode texts (best first)."""
-        match = fts_query(query)
-        if match is None:
-            return []
+        terms = query_terms(query)
         scored: list[tuple[float, int]] = []
-        if Kind.FACT in kinds:
+        if Kind.FACT in kinds and (match := fts_query(self._selective(terms, "facts_fts"))):
             w, p = scope.fact_sql("f")
             rows = self.log.db.execute(
                 f"SELECT f.vid, bm25(facts_fts) AS s FROM facts_fts JOIN facts f ON f.vid = facts_fts.rowid "
                 f"WHERE facts_fts MATCH ? AND {w} ORDER BY s LIMIT ?", [match, *p, k],
             ).fetchall()
             scored += [(s, 2 * r) for r, s in rows]
-        if Kind.EPISODE in kinds:
+        if Kind.EPISODE in kinds and (match := fts_query(self._selective(terms, "episodes_fts"))):
             w, p = scope.episode_sql("e")
             rows = self.log.db.execute(
                 f"SELECT e.vid, bm25(episodes_fts) AS s FROM episodes_fts JOIN episodes e ON e.vid = episodes_fts.rowid "
@@ -163,19 +169,44 @@ class HybridSearcher:
         scored.sort()  # bm25() is lower-is-better
         return [vid for _, vid in scored[:k]]
 
+    def _selective(self, terms: Sequence[str], table: str) -> list[str]:
+        """Terms that match at most COMMON_TERM_ROWS rows (probing stops counting there)."""
+        keep = []
+        for t in terms:
+            n = self.log.db.execute(
+                f"SELECT count(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ? LIMIT {COMMON_TERM_ROWS + 1})",
+                ('"' + t.replace('"', '""') + '"',),
+            ).fetchone()[0]
+            if 0 < n <= COMMON_TERM_ROWS:
+                keep.append(t)
+        return keep
+
     def graph_ranked(self, entities: Sequence[str], k: int, scope: Scope) -> list[tuple[int, tuple[str, ...]]]:
-        """Facts touching the query's entities (1 hop), most confident and recent first."""
-        if not entities:
+        """Facts touching the query's entities (1 hop), most confident and recent first.
+
+        Hub entities (on more than COMMON_TERM_ROWS facts, e.g. a city everyone lives in) are
+        skipped: they say little about the query and sorting all their facts is what costs.
+        """
+        ents = [e for e in entities if self._degree(e) <= COMMON_TERM_ROWS]
+        if not ents:
             return []
         w, p = scope.fact_sql()
-        q = ",".join("?" * len(entities))
+        q = ",".join("?" * len(ents))
         rows = self.log.db.execute(
             f"SELECT vid, subject, object FROM facts WHERE (subject IN ({q}) OR object IN ({q})) AND {w} "
             f"ORDER BY confidence DESC, stated_at DESC LIMIT ?",
-            [*entities, *entities, *p, k],
+            [*ents, *ents, *p, k],
         ).fetchall()
-        ents = set(entities)
-        return [(2 * r, tuple(e for e in (s, o) if e in ents)) for r, s, o in rows]
+        found = set(ents)
+        return [(2 * r, tuple(e for e in (s, o) if e in found)) for r, s, o in rows]
+
+    def _degree(self, entity: str) -> int:
+        """Facts on which ``entity`` is subject or object, counted up to COMMON_TERM_ROWS + 1."""
+        cap = COMMON_TERM_ROWS + 1
+        n = self.log.db.execute(f"SELECT count(*) FROM (SELECT 1 FROM facts WHERE subject=? LIMIT {cap})", (entity,)).fetchone()[0]
+        if n < cap:
+            n += self.log.db.execute(f"SELECT count(*) FROM (SELECT 1 FROM facts WHERE object=? LIMIT {cap})", (entity,)).fetchone()[0]
+        return n
 
     # ------------------------------------------------------------------ fusion
 

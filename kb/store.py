@@ -80,8 +80,13 @@ class KnowledgeBase:
 
     @classmethod
     def open(cls, path: str | Path, *, embedder: Embedder | None = None, config: KBConfig | None = None,
-             read_only: bool = False, create: bool = True) -> "KnowledgeBase":
-        """Open (or create) the KB in directory ``path``; verifies and repairs the index on the way."""
+             read_only: bool = False, create: bool = True,
+             allow_embedder_change: bool = False) -> "KnowledgeBase":
+        """Open (or create) the KB in directory ``path``; verifies and repairs the index on the way.
+
+        ``allow_embedder_change`` skips the check that ``embedder`` matches the manifest; use it
+        only to re-embed everything with ``rebuild(reembed=True)`` (``kgrow kb rebuild --reembed``).
+        """
         config = config or KBConfig()
         path = Path(path).expanduser()
         if path.exists() and not path.is_dir():
@@ -104,7 +109,7 @@ class KnowledgeBase:
                 embedder = embedder or SentenceTransformerEmbedder()
                 stamp = iso(now())
                 man = manifest_mod.Manifest(manifest_mod.FORMAT_VERSION, embedder.id, embedder.dim, stamp, stamp)
-            elif embedder is not None:
+            elif embedder is not None and not allow_embedder_change:
                 _check_embedder(man, embedder, path)
             db = FactLog(path / DB_FILE, read_only=read_only)
             if not read_only and manifest_mod.load(path) is None:
@@ -291,7 +296,22 @@ class KnowledgeBase:
                 old = self._log.fact(fid)
                 assert old is not None
                 if old.valid_from > p.valid_from:  # an older truth arriving late: file it as history
-                    status, valid_to, by = Status.SUPERSEDED, old.valid_from, old.id
+                    # the version that held at p.valid_from (if any) now ends there; p ends where the
+                    # next version begins, so as_of still finds exactly one value at every time
+                    held = self._log.facts_where(
+                        "user=? AND subject=? AND relation=? AND status='superseded' AND valid_from<=? AND valid_to>?",
+                        (p.scope, p.subject, p.relation, p.valid_from, p.valid_from), with_sources=False)
+                    same = [v for v in held if v.object == p.object]
+                    if same:  # already known to hold then: one more source, not a new version
+                        return self._merge(same[0].id, p, t, semantic=False)
+                    nxt = self._log.facts_where(
+                        "user=? AND subject=? AND relation=? AND status!='forgotten' AND valid_from>?",
+                        (p.scope, p.subject, p.relation, p.valid_from), order="valid_from, vid", limit=1,
+                        with_sources=False)[0]
+                    status, valid_to, by = Status.SUPERSEDED, nxt.valid_from, nxt.id
+                    for v in held:
+                        self._log.supersede(v.id, new_id, p.valid_from)
+                        self._log.add_history(v.id, "superseded", f"by {new_id} (stated late)", t)
                     continue
                 self._log.supersede(fid, new_id, p.valid_from)
                 self._log.add_history(fid, "superseded", f"by {new_id}", t)
@@ -397,6 +417,7 @@ class KnowledgeBase:
                 raise
             self._graph_cache = None
             self._keeper.tombstone(np.array(vids, dtype=np.int64))
+            self._search.index = self._keeper.index  # tombstoning may have compacted it into a new index
             return ids
 
     def set_confidence(self, fact_id: str, confidence: float, reason: str | None = None) -> Fact:

@@ -1,0 +1,275 @@
+"""Export a knowledge base as complete JSONL (re-importable), GraphML, networkx node-link JSON or CSV triples."""
+from __future__ import annotations
+
+import base64
+import csv
+import enum
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+
+import faiss
+import networkx as nx
+import numpy as np
+
+from kb.errors import InvalidInputError, NotFoundError
+from kb.facts import iso
+from kb.index import _fsync_dir
+from kb.log import now
+
+if TYPE_CHECKING:
+    from kb.store import KnowledgeBase
+
+# JSONL layout (one JSON object per line, UTF-8, split on "\n" only):
+#
+#   line 1  {"type": "header", "format": "kgrow-export", "version": 1, "exported_at": ISO-8601,
+#            "embedder": {"id": str, "dim": int}, "user": str | null, "vector_encoding": str | null,
+#            "counts": {record type: number of records of that type}}
+#   then, in this order (each table in its insertion order, so an import reproduces row ids):
+#           {"type": "user",     "name", "created"}
+#           {"type": "relation", "name", "single_valued": bool}
+#           {"type": "alias",    "alias", "canonical"}
+#           {"type": "entity",   "name", "display", "first_seen"}
+#           {"type": "episode",  "id", "user", "speaker", "text", "source_id", "time", "status"[, "vector"]}
+#           {"type": "fact",     "id", "user" ("" = shared), "subject", "relation", "object", "text",
+#                                "confidence", "status", "stated_at", "valid_from", "valid_to",
+#                                "superseded_by"[, "vector"]}
+#           {"type": "source",   "fact_id", "source_id", "user", "time", "episode_id", "note"}
+#           {"type": "history",  "fact_id", "time", "event", "detail"}
+#
+# Times are unix seconds (UTC) as JSON numbers: the exact floats the KB stores, so a round trip is
+# lossless (ISO-8601 strings carry only microseconds); the importer accepts ISO-8601 strings too.
+# "vector" (only with vectors=True) is base64 of the ``dim`` float32 values, little-endian: exact,
+# and a third the size of a list of decimals.
+
+#: the header's "format" value, and the newest JSONL version this code writes and reads
+FORMAT_NAME = "kgrow-export"
+EXPORT_VERSION = 1
+VECTOR_ENCODING = "base64-float32-le"
+CSV_HEADER = ("id", "user", "subject", "relation", "object", "text", "confidence", "status", "valid_from", "valid_to")
+
+
+class ExportFormat(str, enum.Enum):
+    """File formats of ``KnowledgeBase.export``."""
+
+    JSONL = "jsonl"  # everything, every status; re-importable with KnowledgeBase.import_
+    GRAPHML = "graphml"  # current facts as a graph, for Gephi, yEd, networkx.read_graphml
+    NODELINK = "nodelink"  # current facts as networkx node-link JSON (networkx.node_link_graph)
+    CSV = "csv"  # current facts, one triple per row
+
+    @classmethod
+    def parse(cls, value: "str | ExportFormat") -> "ExportFormat":
+        try:
+            return cls(value.strip().lower() if isinstance(value, str) else value)
+        except ValueError:
+            raise InvalidInputError(
+                f"unknown export format {value!r}; valid formats: {', '.join(f.value for f in cls)}"
+            ) from None
+
+
+def export(kb: "KnowledgeBase", path: Path, fmt: "str | ExportFormat" = ExportFormat.JSONL, *,
+           user: str | None = None, vectors: bool = False) -> int:
+    """Write ``kb`` (one user plus shared facts, or everyone) to ``path`` atomically.
+
+    Returns the number of records written, headers not counted: JSONL lines after the header, CSV
+    rows, or graph edges (= current facts) for GraphML and node-link.
+    """
+    form = ExportFormat.parse(fmt)
+    if not isinstance(vectors, bool):
+        raise InvalidInputError(f"vectors={vectors!r} must be True or False")
+    if vectors and form is not ExportFormat.JSONL:
+        raise InvalidInputError(f"vectors=True needs the jsonl format; {form.value} files carry no vectors")
+    db = kb._log.db
+    db.execute("BEGIN")  # one read snapshot: a concurrent writer cannot make the file inconsistent
+    try:
+        who = kb._known_user(user) if user is not None else None
+        writers: dict[ExportFormat, Callable[[BinaryIO], int]] = {
+            ExportFormat.JSONL: lambda fh: _write_jsonl(kb, fh, who, vectors),
+            ExportFormat.GRAPHML: lambda fh: _write_graphml(kb, fh, who),
+            ExportFormat.NODELINK: lambda fh: _write_nodelink(kb, fh, who),
+            ExportFormat.CSV: lambda fh: _write_csv(kb, fh, who),
+        }
+        return _atomic(path, writers[form])
+    finally:
+        kb._log.rollback()  # ends the read snapshot; nothing was written through this connection
+
+
+def _atomic(path: Path, write: Callable[[BinaryIO], int]) -> int:
+    """Write through a temp file in the target directory, fsync, rename: never a half file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a directory; give the path of the file to export to")
+    if not path.parent.is_dir():
+        raise NotFoundError(f"directory {path.parent} does not exist; create it before exporting")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            n = write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return n
+
+
+def _dumps(obj: object) -> str:
+    # allow_nan=False: NaN/Infinity are not JSON; raising beats writing a file nobody can read
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _line(rec: dict) -> bytes:
+    return (_dumps(rec) + "\n").encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------ JSONL
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One record type: its keys and the SELECT producing them in that order (+ a vector column).
+
+    The fact and episode SELECTs start with an extra ``vid`` column that is not written.
+    """
+
+    type: str
+    keys: tuple[str, ...]
+    sql: str
+    params: tuple
+
+
+def _sections(who: str | None, vectors: bool) -> list[_Section]:
+    vec = ", vector" if vectors else ""
+    # a user's export: their facts and episodes, shared facts, and what those rows refer to
+    fw, fp = ("user IN (?, '')", (who,)) if who is not None else ("1", ())
+    ew, ep = ("user=?", (who,)) if who is not None else ("1", ())
+    of_facts = f"fact_id IN (SELECT id FROM facts WHERE {fw})" if who is not None else "1"
+    # a shared fact's source may cite another user's episode; that episode is not exported, so
+    # the link is written as null rather than pointing at nothing
+    src_ep = "(SELECT e.id FROM episodes e WHERE e.id=s.episode_id AND e.user=?)" if who is not None else "s.episode_id"
+    ents = (f"name IN (SELECT subject FROM facts WHERE {fw} UNION SELECT object FROM facts WHERE {fw})"
+            if who is not None else "1")
+    ep_keys = ("id", "user", "speaker", "text", "source_id", "time", "status")
+    fact_keys = ("id", "user", "subject", "relation", "object", "text", "confidence", "status", "stated_at",
+                 "valid_from", "valid_to", "superseded_by")
+    return [
+        _Section("user", ("name", "created"),
+                 f"SELECT name, created FROM users WHERE {'name=?' if who is not None else '1'} ORDER BY rowid", ep),
+        _Section("relation", ("name", "single_valued"), "SELECT name, single_valued FROM relations ORDER BY rowid", ()),
+        _Section("alias", ("alias", "canonical"), "SELECT alias, canonical FROM aliases ORDER BY rowid", ()),
+        _Section("entity", ("name", "display", "first_seen"),
+                 f"SELECT name, display, first_seen FROM entities WHERE {ents} ORDER BY rowid", fp + fp),
+        _Section("episode", ep_keys, f"SELECT vid, {', '.join(ep_keys)}{vec} FROM episodes WHERE {ew} ORDER BY vid", ep),
+        _Section("fact", fact_keys, f"SELECT vid, {', '.join(fact_keys)}{vec} FROM facts WHERE {fw} ORDER BY vid", fp),
+        _Section("source", ("fact_id", "source_id", "user", "time", "episode_id", "note"),
+                 f"SELECT s.fact_id, s.source_id, s.user, s.time, {src_ep}, s.note FROM sources s "
+                 f"WHERE {of_facts} ORDER BY s.seq", ep + fp),
+        _Section("history", ("fact_id", "time", "event", "detail"),
+                 f"SELECT fact_id, time, event, detail FROM history WHERE {of_facts} ORDER BY seq", fp),
+    ]
+
+
+def _write_jsonl(kb: "KnowledgeBase", fh: BinaryIO, who: str | None, vectors: bool) -> int:
+    db = kb._log.db
+    sections = {s.type: s for s in _sections(who, vectors)}
+    counts = {t: int(db.execute(f"SELECT count(*) FROM ({s.sql})", s.params).fetchone()[0]) for t, s in sections.items()}
+    fh.write(_line({
+        "type": "header", "format": FORMAT_NAME, "version": EXPORT_VERSION, "exported_at": iso(now()),
+        "embedder": {"id": kb.manifest.embedder_id, "dim": kb.manifest.embedder_dim}, "user": who,
+        "vector_encoding": VECTOR_ENCODING if vectors else None, "counts": counts,
+    }))
+    n = 0
+    for t, s in sections.items():
+        if t == "fact":
+            continue  # written together with the episodes, in vector-index order
+        rows = _index_order(kb, s, sections["fact"]) if t == "episode" else ((s, r) for r in db.execute(s.sql, s.params))
+        for sec, row in rows:
+            vid = sec.type in ("fact", "episode")
+            rec = {"type": sec.type, **dict(zip(sec.keys, row[1:] if vid else row))}
+            if sec.type == "relation":
+                rec["single_valued"] = bool(rec["single_valued"])
+            if vectors and vid:
+                rec["vector"] = _b64(row[-1], kb.manifest.embedder_dim)
+            fh.write(_line(rec))
+            n += 1
+    return n
+
+
+def _index_order(kb: "KnowledgeBase", episodes: _Section, facts: _Section) -> Iterator[tuple[_Section, tuple]]:
+    """Episodes and facts interleaved as the vector index stores them, each table still in row-id order.
+
+    faiss breaks score ties by storage order, so an import that adds vectors in file order ranks
+    ties exactly as the source does. Rows the index lacks (forgotten) follow the row before them.
+    """
+    db = kb._log.db
+    stored = faiss.vector_to_array(kb._keeper.index._index.id_map).astype(np.int64)  # vector ids, storage order
+    sorter = np.argsort(stored)
+
+    def keys(s: _Section, odd: int) -> np.ndarray:  # (rows,) index position of each row, carried forward
+        vids = np.array([r[0] for r in db.execute(f"SELECT vid FROM ({s.sql}) ORDER BY vid", s.params)],
+                        dtype=np.int64) * 2 + odd
+        if len(stored) == 0:
+            return np.full(len(vids), -1)
+        at = sorter[np.clip(np.searchsorted(stored, vids, sorter=sorter), 0, len(stored) - 1)]
+        return np.maximum.accumulate(np.where(stored[at] == vids, at, -1))
+
+    ke, kf = keys(episodes, 1), keys(facts, 0)
+    # a stable sort of two non-decreasing runs is a merge: each table keeps its own order
+    is_fact = np.argsort(np.concatenate([ke, kf]), kind="stable") >= len(ke)
+    cur = {False: db.execute(episodes.sql, episodes.params), True: db.execute(facts.sql, facts.params)}
+    for f in is_fact.tolist():
+        yield (facts if f else episodes), next(cur[f])
+
+
+def _b64(blob: bytes, dim: int) -> str:
+    # stored blobs are native float32; "<f4" makes the file little-endian on any machine
+    vec = np.frombuffer(blob, dtype=np.float32, count=dim)
+    return base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+
+
+# ------------------------------------------------------------------------------------------ graph / CSV
+
+
+def _graph(kb: "KnowledgeBase", who: str | None) -> nx.MultiDiGraph:
+    """Copy of kb.graph(who) whose attributes are all str/float (GraphML and Gephi reject None)."""
+    src = kb.graph(who).graph
+    g = nx.MultiDiGraph(user=who or "", exported_at=iso(now()))
+    for name in src.nodes:
+        g.add_node(name, label=kb._log.entity_display(name) or name)  # display name as first written
+    for u, v, key, d in src.edges(keys=True, data=True):
+        g.add_edge(u, v, key=key, label=d["relation"], relation=d["relation"], text=d["text"],
+                   confidence=float(d["confidence"]), user=d["user"], valid_from=iso(d["valid_from"]))
+    return g
+
+
+def _write_graphml(kb: "KnowledgeBase", fh: BinaryIO, who: str | None) -> int:
+    g = _graph(kb, who)
+    nx.write_graphml(g, fh)
+    return g.number_of_edges()
+
+
+def _write_nodelink(kb: "KnowledgeBase", fh: BinaryIO, who: str | None) -> int:
+    # explicit edges="edges": the key networkx >= 3.4 uses, so every reader agrees on it
+    g = _graph(kb, who)
+    fh.write(_dumps(nx.node_link_data(g, edges="edges")).encode("utf-8"))
+    return g.number_of_edges()
+
+
+def _write_csv(kb: "KnowledgeBase", fh: BinaryIO, who: str | None) -> int:
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+    w = csv.writer(text)
+    w.writerow(CSV_HEADER)
+    facts = kb.facts(user=who)
+    for f in facts:
+        w.writerow((f.id, f.user, f.subject, f.relation, f.object, f.text, repr(f.confidence), f.status.value,
+                    iso(f.valid_from), iso(f.valid_to) or ""))
+    text.flush()
+    text.detach()  # hand fh back open: _atomic fsyncs and closes it
+    return len(facts)
