@@ -77,10 +77,11 @@ def main() -> None:
     versions, events = kb.history(moved.fact.id)
     for v in versions:
         print(f"   history: {v.status.value:10} {v.text!r:28} {iso(v.valid_from)} -> {iso(v.valid_to)}")
-    before = moved.superseded[0].valid_from + 1e-3 if moved.superseded else None
-    if before is not None:
-        past = kb.search("Where does Alice live?", k=1, user="ana", kinds=["fact"], as_of=before)
-        print(f"   as of then, Alice lived: {past[0].fact.object if past else '?'}")
+    if moved.superseded:
+        then = moved.superseded[0].valid_from + 1e-3  # a moment while the old value held
+        was = kb.facts(user="ana", entity="alice", relation="lives_in", as_of=then)
+        now_ = kb.facts(user="ana", entity="alice", relation="lives_in")
+        print(f"   as of {iso(then)} Alice lived in {[f.object for f in was]}; now in {[f.object for f in now_]}")
 
     queries = [("Where does Alice live?", "ana"), ("Who works at Acme?", "ben"), ("Which cities are in Europe?", "ben"),
                ("who likes jazz", "ana")]

@@ -11,14 +11,13 @@ Errors become one line on stderr and an exit code (see ``agent.cli.errors``).
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Sequence
 
+from agent.cli import kb_cmd
 from agent.cli.errors import exit_code_of, run_guarded
 
-#: command-group modules, in the order `kgrow --help` lists them. Add "agent.cli.chat_cmd" and
-#: "agent.cli.demo_cmd" here when they exist.
-GROUPS: tuple[str, ...] = ("agent.cli.kb_cmd",)
+#: command-group modules, in the order `kgrow --help` lists them
+GROUPS = (kb_cmd,)
 
 
 def _version() -> str:
@@ -44,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False,
                         help="print a full traceback when something goes wrong")
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
-    for name in GROUPS:
-        importlib.import_module(name).register(groups)
+    for group in GROUPS:
+        group.register(groups)
     return parser
 
 
