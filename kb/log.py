@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from kb.facts import SHARED, Episode, Fact, Kind, Source, Status
+from kb.facts import Episode, Fact, Kind, Source, Status
 
 SCHEMA_VERSION = 1
 

@@ -15,7 +15,7 @@ from kb.facts import Episode, Fact, Hit, Kind, normalize_name
 
 if TYPE_CHECKING:
     from kb.log import FactLog
-    from kb.index import VectorIndex
+    from kb.maintenance import IndexKeeper
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # words never looked up as entities on their own, and dropped from keyword queries
@@ -97,9 +97,9 @@ def fts_query(terms: Sequence[str]) -> str | None:
 class HybridSearcher:
     """Runs the three retrievers over one log + index and fuses their rankings."""
 
-    def __init__(self, log: "FactLog", index: "VectorIndex", rrf_k: int):
+    def __init__(self, log: "FactLog", keeper: "IndexKeeper", rrf_k: int):
         self.log = log
-        self.index = index
+        self.keeper = keeper  # its .index may be replaced by a rebuild or compaction
         self.rrf_k = rrf_k
 
     # ------------------------------------------------------------------ retrievers
@@ -108,7 +108,7 @@ class HybridSearcher:
         """[(vector id, cosine)] best first, after scope filtering; widens the fetch until k survive."""
         fetch = max(4 * k, 32)
         while True:
-            scores, ids = self.index.search(qv, min(fetch, MAX_FETCH))
+            scores, ids = self.keeper.index.search(qv, min(fetch, MAX_FETCH))
             kept = self._visible(ids, scope, kinds)
             ranked = [(int(i), float(s)) for s, i in zip(scores, ids) if int(i) in kept]
             exhausted = len(ids) < min(fetch, MAX_FETCH)

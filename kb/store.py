@@ -14,13 +14,13 @@ from kb import manifest as manifest_mod
 from kb.config import AddResult, KBConfig, NewFact
 from kb.embeddings import Embedder, EmbedderConfig, SentenceTransformerEmbedder
 from kb.errors import IncompatibleKBError, InvalidInputError, KBError, NotFoundError
-from kb.facts import (SHARED, Episode, Fact, Hit, Kind, Source, Status, clean_confidence, clean_text,
-                      clean_user, default_fact_text, episode_id, fact_id, iso, normalize_name,
+from kb.facts import (Episode, Fact, Hit, Kind, Status, clean_confidence, clean_text,
+                      clean_user, episode_id, iso, normalize_name,
                       normalize_relation, to_timestamp)
-from kb.index import VectorIndex
 from kb.lock import WriterLock
-from kb.log import FactLog, from_blob, now
+from kb.log import FactLog, now
 from kb.maintenance import IndexKeeper
+from kb.writer import key_active, prepare, write_one
 from kb.schema import DEFAULT_ALIASES, DEFAULT_SINGLE_VALUED
 from kb.search import HybridSearcher, Scope, mentioned_entities
 
@@ -39,23 +39,6 @@ class HistoryEvent:
     detail: str | None
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    subject: str
-    subject_display: str
-    relation: str
-    object: str
-    object_display: str
-    text: str
-    scope: str
-    stater: str | None
-    key: str
-    time: float
-    valid_from: float
-    confidence: float
-    source: Source
-
-
 class KnowledgeBase:
     """A growing, user-scoped store of facts and episodes; use ``KnowledgeBase.open(path)``."""
 
@@ -72,7 +55,7 @@ class KnowledgeBase:
         self._aliases = db.aliases()
         self._single = {r for r, s in db.relations().items() if s}
         self._keeper = IndexKeeper(path, db, manifest.embedder_dim, config)
-        self._search = HybridSearcher(db, self._keeper.index, config.rrf_k)
+        self._search = HybridSearcher(db, self._keeper, config.rrf_k)
         self._graph_cache = None
         self._closed = False
 
@@ -218,12 +201,12 @@ class KnowledgeBase:
         """
         with self._mutex:
             self._writable()
-            preps = [self._prepare(it, i if len(items) > 1 else None) for i, it in enumerate(items)]
+            preps = [prepare(self, it, i if len(items) > 1 else None) for i, it in enumerate(items)]
             if vectors is not None and np.shape(vectors) != (len(items), self.manifest.embedder_dim):
                 raise InvalidInputError(
                     f"vectors have shape {np.shape(vectors)}; expected ({len(items)}, {self.manifest.embedder_dim})")
             # hash before embedding: texts whose content key is already current need no vector
-            todo = sorted({p.text for p in preps if not self._key_active(p.key)})
+            todo = sorted({p.text for p in preps if not key_active(self._log, p.key)})
             text_vec: dict[str, np.ndarray] = {}
             if vectors is not None:
                 text_vec = {p.text: np.asarray(vectors[i], dtype=np.float32) for i, p in enumerate(preps)}
@@ -235,109 +218,13 @@ class KnowledgeBase:
             self._log.begin()
             try:
                 for p in preps:
-                    results.append(self._write_one(p, text_vec, new_vecs, t))
+                    results.append(write_one(self, p, text_vec, new_vecs, t))
                 self._log.commit()
             except BaseException:
                 self._log.rollback()
                 raise
             self._after_write(new_vecs)
             return [replace(r, fact=self._log.fact(r.fact.id) or r.fact) for r in results]
-
-    def _key_active(self, key: str) -> bool:
-        return any(st == "active" for _, _, st in self._log.rows_for_key(key))
-
-    def _prepare(self, it: NewFact, index: int | None) -> _Prepared:
-        where = "" if index is None else f"fact #{index}: "
-        try:
-            s_disp = clean_text(it.subject, "subject")
-            o_disp = clean_text(it.object, "object")
-            rel = normalize_relation(clean_text(it.relation, "relation"))
-            if not rel:
-                raise InvalidInputError(f"relation {it.relation!r} has no letters or digits")
-            subject, obj = self.resolve(s_disp), self.resolve(o_disp)
-            text = clean_text(it.text, "text") if it.text is not None else default_fact_text(s_disp, rel, o_disp)
-            stater = clean_user(it.user) if it.user is not None else None
-            if not it.shared and stater is None:
-                raise InvalidInputError("user is required for a private fact; pass user=... or shared=True")
-            scope = SHARED if it.shared else stater
-            t = to_timestamp(it.time, "time") if it.time is not None else now()
-            vf = to_timestamp(it.valid_from, "valid_from") if it.valid_from is not None else t
-            conf = clean_confidence(it.confidence)
-            sid = clean_text(it.source_id, "source_id") if it.source_id is not None else None
-            note = clean_text(it.note, "note") if it.note is not None else None
-            eid = it.episode_id
-            if eid is not None and self._log.episode(eid) is None:
-                raise NotFoundError(f"episode {eid!r} does not exist; add it with add_episode first")
-        except InvalidInputError as e:
-            raise type(e)(where + str(e)) from None
-        key = fact_id(scope, subject, rel, obj)  # type: ignore[arg-type]
-        return _Prepared(subject, s_disp, rel, obj, o_disp, text, scope, stater, key, t, vf, conf,  # type: ignore[arg-type]
-                         Source(sid, stater, t, eid, note))
-
-    def _write_one(self, p: _Prepared, text_vec: dict[str, np.ndarray], new_vecs: list, t: float) -> AddResult:
-        rows = self._log.rows_for_key(p.key)
-        active = [r for r in rows if r[2] == "active"]
-        if active:  # same content: one fact, one more source
-            return self._merge(active[0][1], p, t, semantic=False)
-        vec = text_vec.get(p.text)
-        if vec is None:  # restating a fact superseded earlier in this batch: reuse its stored vector
-            blob = self._log.db.execute("SELECT vector FROM facts WHERE key=? ORDER BY vid DESC", (p.key,)).fetchone()
-            vec = from_blob(blob[0], self.manifest.embedder_dim)
-        slot = self._log.active_same_slot(p.scope, p.subject, p.relation)
-        for _rowid, fid, _key, obj, blob in slot:
-            if (self.config.near_duplicate < 1.0 and blob is not None and _compatible(obj, p.object)
-                    and float(from_blob(blob, len(vec)) @ vec) >= self.config.near_duplicate):
-                return self._merge(fid, p, t, semantic=True)
-        new_id = p.key if not rows else f"{p.key}-{len(rows)}"
-        status, valid_to, by = Status.ACTIVE, None, None
-        superseded: list[Fact] = []
-        if p.relation in self._single:
-            for _rowid, fid, _key, _obj, _blob in slot:
-                old = self._log.fact(fid)
-                assert old is not None
-                if old.valid_from > p.valid_from:  # an older truth arriving late: file it as history
-                    # the version that held at p.valid_from (if any) now ends there; p ends where the
-                    # next version begins, so as_of still finds exactly one value at every time
-                    held = self._log.facts_where(
-                        "user=? AND subject=? AND relation=? AND status='superseded' AND valid_from<=? AND valid_to>?",
-                        (p.scope, p.subject, p.relation, p.valid_from, p.valid_from), with_sources=False)
-                    same = [v for v in held if v.object == p.object]
-                    if same:  # already known to hold then: one more source, not a new version
-                        return self._merge(same[0].id, p, t, semantic=False)
-                    nxt = self._log.facts_where(
-                        "user=? AND subject=? AND relation=? AND status!='forgotten' AND valid_from>?",
-                        (p.scope, p.subject, p.relation, p.valid_from), order="valid_from, vid", limit=1,
-                        with_sources=False)[0]
-                    status, valid_to, by = Status.SUPERSEDED, nxt.valid_from, nxt.id
-                    for v in held:
-                        self._log.supersede(v.id, new_id, p.valid_from)
-                        self._log.add_history(v.id, "superseded", f"by {new_id} (stated late)", t)
-                    continue
-                self._log.supersede(fid, new_id, p.valid_from)
-                self._log.add_history(fid, "superseded", f"by {new_id}", t)
-                superseded.append(replace(old, status=Status.SUPERSEDED, valid_to=p.valid_from, superseded_by=new_id))
-        fact = Fact(new_id, p.subject, p.relation, p.object, p.text, p.scope, p.confidence, status, p.time,
-                    p.valid_from, valid_to, by)
-        rowid = self._log.insert_fact(fact, p.key, vec)
-        self._log.add_source(new_id, p.source)
-        self._log.add_history(new_id, "created", f"restated after {rows[-1][1]}" if rows else None, t)
-        self._log.add_entity(p.subject, p.subject_display, t)
-        self._log.add_entity(p.object, p.object_display, t)
-        if p.scope:
-            self._log.add_user(p.scope, t)
-        if p.stater:
-            self._log.add_user(p.stater, t)
-        new_vecs.append((2 * rowid, vec))
-        return AddResult(fact, True, tuple(superseded))
-
-    def _merge(self, fid: str, p: _Prepared, t: float, semantic: bool) -> AddResult:
-        self._log.add_source(fid, p.source)
-        old = self._log.fact(fid)
-        assert old is not None
-        if p.confidence > old.confidence:
-            self._log.set_confidence(fid, p.confidence)
-        self._log.add_history(fid, "restated", "near-duplicate" if semantic else None, t)
-        return AddResult(old, False, (), semantic)
 
     def add_episode(self, text: str, *, user: str, speaker: str = "user", source_id: str | None = None,
                     time: object = None) -> Episode:
@@ -417,8 +304,31 @@ class KnowledgeBase:
                 raise
             self._graph_cache = None
             self._keeper.tombstone(np.array(vids, dtype=np.int64))
-            self._search.index = self._keeper.index  # tombstoning may have compacted it into a new index
             return ids
+
+    def retract(self, fact_id: str, *, at: object = None, reason: str | None = None) -> Fact:
+        """End a current fact's validity without a replacement ("I no longer work at Acme").
+
+        The fact becomes ``superseded`` with ``valid_to`` = ``at`` (default now) and stays in history.
+        """
+        with self._mutex:
+            self._writable()
+            old = self.fact(fact_id)
+            if old.status is not Status.ACTIVE:
+                raise InvalidInputError(f"fact {fact_id!r} is {old.status.value}, not active; only current facts can be retracted")
+            t = to_timestamp(at, "at") if at is not None else now()
+            if t < old.valid_from:
+                raise InvalidInputError(f"retraction time {iso(t)} is before the fact became true ({iso(old.valid_from)})")
+            self._log.begin()
+            try:
+                self._log.db.execute("UPDATE facts SET status='superseded', valid_to=? WHERE id=?", (t, fact_id))
+                self._log.add_history(fact_id, "retracted", reason, now())
+                self._log.commit()
+            except BaseException:
+                self._log.rollback()
+                raise
+            self._graph_cache = None
+            return self.fact(fact_id)
 
     def set_confidence(self, fact_id: str, confidence: float, reason: str | None = None) -> Fact:
         """Change a fact's confidence (kept in its history with the reason)."""
@@ -542,7 +452,6 @@ class KnowledgeBase:
                 self.manifest = replace(self.manifest, embedder_id=self.embedder.id, embedder_dim=self.embedder.dim)
                 manifest_mod.save(self.path, self.manifest)
             n = self._keeper.rebuild()
-            self._search.index = self._keeper.index
             return n
 
     def stats(self):
@@ -594,15 +503,6 @@ def _check_embedder(man: manifest_mod.Manifest, emb: Embedder, path: Path) -> No
         raise IncompatibleKBError(
             f"embedder {emb.id!r} differs from {man.embedder_id!r} that built {path}; their vectors are not "
             "comparable. Use the original embedder, or re-embed with `kgrow kb rebuild --reembed`")
-
-
-def _compatible(a: str, b: str) -> bool:
-    """Objects that may name the same thing: equal numbers, and one contains the other or they share a word."""
-    if _DIGITS.findall(a) != _DIGITS.findall(b):
-        return False
-    if a in b or b in a:
-        return True
-    return bool(set(a.split()) & set(b.split()))
 
 
 def _unknown_entity(db: FactLog, name: str) -> str:

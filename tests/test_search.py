@@ -2,10 +2,9 @@
 the HNSW path gives the same answers, and no query text can break the keyword engine."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from kb import (HashEmbedder, IndexConfig, IndexKind, KBConfig, Kind, KnowledgeBase, NewFact, Source,
+from kb import (IndexConfig, IndexKind, KBConfig, Kind, KnowledgeBase, NewFact, Source,
                 Status)
 from kb.search import HybridSearcher
 

