@@ -3,5 +3,9 @@ from __future__ import annotations
 
 
 def __getattr__(name: str):
-    # Heavy names load on first access, so that `import agent` (and `kgrow --help`) stays cheap.
+    # Agent loads on first access (it pulls in torch), so `import agent` and `kgrow --help` stay cheap.
+    if name == "Agent":
+        from agent.loop import Agent
+
+        return Agent
     raise AttributeError(f"module 'agent' has no attribute {name!r}")

@@ -401,6 +401,23 @@ class KnowledgeBase:
                 raise InvalidInputError(f"limit {limit!r} must be a positive integer")
             return self._log.facts_where(" AND ".join(where), params, order="valid_from, vid", limit=limit)
 
+    def about(self, entity: str, *, user: str | None = None, limit: int = 20) -> list[Fact]:
+        """Current facts with ``entity`` as subject, newest first, then as object; cheap for hub entities.
+
+        Both sides walk an index in reverse insertion order and stop at ``limit``, so an entity on
+        100k facts costs no more than one on ten.
+        """
+        with self._mutex:
+            name = self.resolve(clean_text(entity, "entity"))
+            if not isinstance(limit, int) or limit < 1:
+                raise InvalidInputError(f"limit {limit!r} must be a positive integer")
+            w, p = Scope(self._known_user(user) if user is not None else None, None).fact_sql()
+            out = self._log.facts_where(f"subject=? AND {w}", [name, *p], order="vid DESC", limit=limit)
+            if len(out) < limit:
+                out += self._log.facts_where(f"object=? AND subject!=? AND {w}", [name, name, *p], order="vid DESC",
+                                             limit=limit - len(out))
+            return out
+
     def history(self, fact_id: str) -> tuple[list[Fact], list[HistoryEvent]]:
         """Every version of this fact's slot (same user, subject, relation) and the events on them."""
         with self._mutex:

@@ -6,11 +6,18 @@ import pytest
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """One converted-model cache per test session (the packaged GGUF is converted once, ~15 s)."""
+    return tmp_path_factory.mktemp("kgrow-cache")
+
+
 @pytest.fixture(autouse=True)
-def _data_dir(tmp_path, monkeypatch):
-    """Point kgrow's data directory at a tmp folder so no test touches the user's real data."""
+def _data_dir(tmp_path, monkeypatch, model_cache):
+    """Point kgrow's data and cache directories at tmp folders so no test touches the user's real data."""
     home = tmp_path / "kgrow-home"
     monkeypatch.setenv("KGROW_HOME", str(home))
+    monkeypatch.setenv("KGROW_CACHE", str(model_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return home

@@ -3,8 +3,8 @@
 Groups (each module has ``register(subparsers)`` adding its parser and setting ``func``):
 
 - ``kb``   -- inspect and maintain the knowledge base (``agent.cli.kb_cmd``)
-- ``chat`` -- (planned) talk to the agent
-- ``demo`` -- (planned) scripted demonstration
+- ``chat`` -- talk to the agent (``agent.cli.chat_cmd``)
+- ``demo`` -- scripted two-session demonstration (``agent.cli.demo_cmd``)
 
 Errors become one line on stderr and an exit code (see ``agent.cli.errors``).
 """
@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from agent.cli import kb_cmd
+from agent.cli import chat_cmd, demo_cmd, kb_cmd
 from agent.cli.errors import exit_code_of, run_guarded
 
 #: command-group modules, in the order `kgrow --help` lists them
-GROUPS = (kb_cmd,)
+GROUPS = (chat_cmd, demo_cmd, kb_cmd)
 
 
 def _version() -> str:

@@ -77,10 +77,11 @@ def run_guarded(func: Callable[[], int], debug: bool = False) -> int:
         error(e)
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - the last line of defence
+        from agent.errors import AgentError
         from kb.errors import KBError
 
         _traceback(debug)
-        if isinstance(e, KBError):
+        if isinstance(e, (KBError, AgentError)):
             error(e)
             return int(getattr(e, "exit_code", EXIT_FAILURE))
         detail = one_line(e)

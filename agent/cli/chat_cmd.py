@@ -1,0 +1,226 @@
+"""`kgrow chat`: talk to the agent; a rich prompt on a terminal, one reply line per input line on a pipe.
+
+Slash commands: /state /why /facts /forget /user /export /reset /help /quit. Ctrl-C during a reply
+stops generation (the turn's facts are still written, in one transaction); Ctrl-C or EOF at the
+prompt closes the agent, saving the session and the index.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from agent.cli.output import jsonable, short_iso
+
+HELP = """commands:
+  /state            the dialogue state of the last turn and the user profile
+  /why              the facts used for the last reply, and where each was learned
+  /facts            the current facts of this user
+  /forget ID|NAME   forget one fact (by id) or every fact about an entity
+  /user NAME        switch to another user (their own session and facts)
+  /export FILE      export this user's facts (.jsonl, .graphml, .json, .csv)
+  /reset            start a fresh session (knowledge is kept)
+  /quit             leave (Ctrl-D works too)"""
+
+
+def register(groups: argparse._SubParsersAction) -> None:
+    p = groups.add_parser("chat", help="talk to the agent (it learns from what you say)",
+                          description="Talk to the agent. On a pipe, each input line gets one reply line.")
+    add_agent_args(p)
+    p.set_defaults(func=cmd_chat)
+
+
+def add_agent_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by chat and demo."""
+    p.add_argument("--kb", metavar="DIR", default=None, help="knowledge base directory (default: $KGROW_HOME/kb)")
+    p.add_argument("--user", default="me", help="who is talking (default: me)")
+    p.add_argument("--model", default=None, help="causal LM name or path (default: packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+
+
+def open_agent(args: argparse.Namespace, kb_dir: Path | None = None):
+    from agent.llm import PACKAGED_SMOLLM
+    from agent.loop import Agent
+
+    path = kb_dir if kb_dir is not None else (Path(args.kb).expanduser() if args.kb else None)
+    return Agent.open(path, user=args.user, model=args.model or PACKAGED_SMOLLM, device=args.device)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    agent = open_agent(args)
+    ui = RichUI() if interactive else PlainUI()
+    try:
+        ui.banner(agent)
+        while True:
+            try:
+                line = ui.read(agent.user)
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not slash(agent, line, ui):
+                    break
+                continue
+            try:
+                ui.reply_start()
+                for piece in agent.stream(line):
+                    ui.piece(piece)
+                ui.reply_end()
+            except KeyboardInterrupt:
+                ui.reply_end()
+                ui.info("(interrupted; what you said was still stored)")
+    finally:
+        agent.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------- slash commands
+
+
+def slash(agent, line: str, ui) -> bool:
+    """Run one slash command; False means quit."""
+    from kb.errors import KBError
+
+    cmd, _, arg = line.partition(" ")
+    arg = arg.strip()
+    try:
+        if cmd in ("/quit", "/exit", "/q"):
+            return False
+        if cmd == "/help":
+            ui.info(HELP)
+        elif cmd == "/state":
+            last = agent.last_reply.state if agent.last_reply else None
+            ui.info(json.dumps({"user": agent.user, "session": agent.state.session_id,
+                                "turns": len(agent.state.turns), "profile": agent.state.profile,
+                                "focus": agent.state.focus, "recent_entities": agent.state.recent_entities[:10],
+                                "last_turn": jsonable(asdict(last)) if last else None}, indent=2, default=str))
+        elif cmd == "/why":
+            ui.info(why(agent))
+        elif cmd == "/facts":
+            facts = agent.kb.facts(user=agent.user)
+            ui.info("\n".join(f"{f.id}  {f.text}  ({f.user or 'shared'}, conf {f.confidence:.2f})" for f in facts)
+                    or "(no facts yet)")
+        elif cmd == "/forget":
+            if not arg:
+                ui.info("usage: /forget FACT_ID | ENTITY")
+            elif arg.startswith("f_"):
+                ui.info(f"forgot {len(agent.kb.forget(arg))} fact(s)")
+            else:
+                ui.info(f"forgot {len(agent.kb.forget(entity=arg, user=agent.user))} fact(s) about {arg}")
+        elif cmd == "/user":
+            if not arg:
+                ui.info(f"current user: {agent.user}")
+            else:
+                agent.switch_user(arg)
+                ui.info(f"now talking with {agent.user}")
+        elif cmd == "/export":
+            if not arg:
+                ui.info("usage: /export FILE")
+            else:
+                fmt = {".graphml": "graphml", ".json": "nodelink", ".csv": "csv"}.get(Path(arg).suffix, "jsonl")
+                n = agent.kb.export(Path(arg).expanduser(), fmt, user=agent.user)
+                ui.info(f"wrote {n} records to {arg} ({fmt})")
+        elif cmd == "/reset":
+            agent.reset_session()
+            ui.info("new session started; what I learned is kept")
+        else:
+            ui.info(f"unknown command {cmd!r}; try /help")
+    except KBError as e:
+        ui.info(f"error: {e}")
+    return True
+
+
+def why(agent) -> str:
+    """The facts behind the last reply and their provenance."""
+    r = agent.last_reply
+    if r is None:
+        return "(no reply yet)"
+    lines = []
+    if r.used_facts:
+        lines.append("facts given to the model:")
+        for u in r.used_facts:
+            f = u.fact
+            lines.append(f"  [{u.number}] {f.text}   ({u.why}; confidence {f.confidence:.2f})")
+            for s in f.sources:
+                said = ""
+                if s.episode_id:
+                    try:
+                        said = f' — "{agent.kb.episode(s.episode_id).text}"'
+                    except Exception:  # noqa: BLE001 - provenance display must not fail the chat
+                        said = ""
+                lines.append(f"      learned from {s.user or '?'} at {short_iso(s.time)}"
+                             f" ({s.source_id or 'no source id'}){said}{' — ' + s.note if s.note else ''}")
+    else:
+        lines.append("no stored facts were used for the last reply.")
+    for title, facts in (("learned:", r.learned_facts), ("superseded:", r.superseded_facts)):
+        if facts:
+            lines.append(title)
+            lines += [f"  {f.id}  {f.text}" for f in facts]
+    t = r.timings
+    lines.append(f"timings (ms): state {t.state*1e3:.1f}, retrieval {t.retrieval*1e3:.1f}, extraction "
+                 f"{t.extraction*1e3:.1f}, generation {t.generation*1e3:.1f}, write-back {t.write_back*1e3:.1f}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- front ends
+
+
+class PlainUI:
+    """Line protocol for pipes: each reply is printed on one line; slash output as-is."""
+
+    def banner(self, agent) -> None:
+        pass
+
+    def read(self, user: str) -> str:
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line
+
+    def reply_start(self) -> None:
+        self._buf: list[str] = []
+
+    def piece(self, text: str) -> None:
+        self._buf.append(text)
+
+    def reply_end(self) -> None:
+        print(" ".join("".join(getattr(self, "_buf", [])).split()), flush=True)
+
+    def info(self, text: str) -> None:
+        print(text, flush=True)
+
+
+class RichUI:
+    """Terminal front end: coloured prompt, tokens streamed as they are generated."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console()
+
+    def banner(self, agent) -> None:
+        s = agent.kb.stats()
+        self.console.print(f"[bold]kgrow[/bold] — talking with [cyan]{agent.user}[/cyan]; "
+                           f"{s.facts_active} facts in {agent.kb.path}. /help for commands, /quit to leave.")
+
+    def read(self, user: str) -> str:
+        return self.console.input(f"[bold cyan]{user}>[/bold cyan] ")
+
+    def reply_start(self) -> None:
+        self.console.print("[bold green]kgrow>[/bold green] ", end="")
+
+    def piece(self, text: str) -> None:
+        self.console.print(text, end="", highlight=False, markup=False)
+
+    def reply_end(self) -> None:
+        self.console.print()
+
+    def info(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)

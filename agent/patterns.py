@@ -1,0 +1,436 @@
+"""PatternExtractor: facts from one utterance by dependency-parse patterns, without any LLM.
+
+What it reads (one clause at a time: the sentence root, its coordinated clauses, and clauses under
+"remember/know that...", "I think...", "I said..."; never clauses under "say", "pretend", "if"):
+
+- copulas: "My name is Sam", "I'm 34 (years old)", "I'm a nurse" (occupation), "Rex is a dog"
+  (is_a), "My favourite colour is green" (favorite_color), "Mary is my sister" / "My sister is
+  Mary" (alice, sister, Mary), "John is Mary's husband" (Mary, husband, John), "Paris is the
+  capital of France" (France, capital, Paris), "I'm married to John", "I'm vegan" (diet);
+- verbs from ``agent.vocab.VERB_RELATIONS``: live/move -> lives_in, work at/for -> works_at,
+  like/love/enjoy -> likes, hate -> dislikes, speak, study, own, play, born on/in...;
+- "I have a dog named Rex" -> (alice, has_pet, dog), (alice, pet_name, Rex) and (Rex, is_a, dog):
+  the pet's name hangs off the owner so "what is my dog called" finds it, and the is_a fact ties
+  the name to the species; "I have a sister named Mary" -> (alice, sister, Mary);
+- answer-style and language preferences: "keep answers short" -> (alice, answer_style, short).
+
+Polarity: "no longer", "anymore", "used to", "stopped" retract (negated=True, same relation);
+plain negation flips likes into dislikes ("I don't like jazz") and marks anything else negated.
+Subjects: first person -> the user, pronouns and known phrases -> context.references,
+"my sister's husband" -> lookup(lookup(user, "sister"), "husband") or the placeholder
+"alice's sister" when the KB does not know. Facts about "you" or "we" are never produced.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent import copula, phrase, vocab
+from agent.errors import BadInputError
+from agent.intent import is_question, looks_like_instruction
+from agent.literal import looks_like_date, normalize_date, parse_number
+from agent.triple import ExtractionContext, Triple, dedupe
+
+if TYPE_CHECKING:
+    from spacy.tokens import Doc, Span, Token
+
+    from agent.nlp import NLP
+
+
+@dataclass(frozen=True)
+class PatternConfig:
+    """Confidence levels and size limits of the pattern extractor."""
+
+    confidence: float = 0.9  # a plainly stated fact about a named or first-person subject
+    resolved_confidence: float = 0.8  # the subject came from a pronoun or the dialogue state
+    guessed_confidence: float = 0.7  # the subject is a placeholder such as "alice's sister"
+    hedged_confidence: float = 0.6  # "I think ...", "maybe", "probably": the user is unsure
+    max_value_chars: int = 200  # longer subjects/objects are parse accidents, not facts
+    max_sentences: int = 50  # a longer utterance is a paste; only its start is read
+    # raise when a sentence trips an internal error instead of skipping it (and counting it in
+    # PatternExtractor.errors): tests want the bug, a chat turn wants the other sentences' facts
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("confidence", "resolved_confidence", "guessed_confidence", "hedged_confidence"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise BadInputError(f"PatternConfig.{name}={value!r} must be in (0, 1]")
+        if self.max_value_chars < 8:
+            raise BadInputError(f"PatternConfig.max_value_chars={self.max_value_chars} must be >= 8")
+        if self.max_sentences < 1:
+            raise BadInputError(f"PatternConfig.max_sentences={self.max_sentences} must be >= 1")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A resolved noun phrase: the name to store and how sure the resolution is."""
+
+    name: str
+    confidence: float
+    common: bool = False  # a bare common noun ("the dog"): not an entity to state facts about
+
+
+_HEDGES = frozenset({"maybe", "probably", "perhaps", "possibly"})
+_ANSWER_NOUNS = r"(?:answers|replies|responses|explanations)"
+_SHORT = {"short", "shorter", "brief", "briefer", "concise", "succinct", "briefly", "concisely"}
+_STYLE_RES = (
+    re.compile(rf"\b(short|shorter|brief|concise|succinct|detailed|longer|long|thorough|in-depth)\s+{_ANSWER_NOUNS}\b"),
+    re.compile(rf"\b(?:keep|make)\s+(?:your\s+|the\s+)?{_ANSWER_NOUNS}\s+(?:more\s+|very\s+)?"
+               r"(short|brief|concise|detailed|longer|thorough)\b"),
+    re.compile(r"\b(?:answer|reply|respond)\s+(briefly|concisely|in\s+detail)\b"),
+)
+_LANGUAGES = frozenset(["english", "french", "german", "spanish", "italian", "portuguese", "dutch", "swedish", "norwegian", "danish", "finnish", "polish", "czech", "russian", "ukrainian", "greek", "turkish", "arabic", "hebrew", "hindi", "chinese", "mandarin", "japanese", "korean", "vietnamese", "thai", "indonesian"])
+_LANGUAGE_RE = re.compile(r"\b(?:reply|answer|respond|talk|speak|write)\s+(?:to\s+me\s+)?"
+                          r"(?:only\s+)?in\s+([a-z]+)\b")
+
+
+class PatternExtractor:
+    """Rule-based extractor over a spaCy parse (see the module docstring for what it covers)."""
+
+    def __init__(self, nlp: NLP, config: PatternConfig | None = None):
+        self.nlp = nlp
+        self.config = config or PatternConfig()
+        self.errors = 0  # sentences skipped because extraction raised (only when not strict)
+
+    def extract(self, text: str, context: ExtractionContext, doc: Doc | None = None) -> list[Triple]:
+        """Facts stated in ``text`` (deduplicated, in order); [] for questions and instructions.
+
+        ``doc`` is a parse of exactly ``text`` made by the caller (the state tracker) to avoid
+        parsing twice.
+        """
+        if not isinstance(text, str):
+            raise BadInputError(f"utterance must be a string, got {type(text).__name__}")
+        if not isinstance(context, ExtractionContext):
+            raise BadInputError(f"context must be an ExtractionContext, got {type(context).__name__}")
+        if not text.strip():
+            return []
+        if doc is None:
+            doc = self.nlp(text)
+        elif doc.text != text:
+            raise BadInputError(f"the pre-parsed doc is of {doc.text[:40]!r}, not of {text[:40]!r}")
+        run = Run(context, self.config)
+        for n, sent in enumerate(doc.sents):
+            if n >= self.config.max_sentences:
+                break
+            try:
+                run.sentence(sent)
+            except Exception:
+                if self.config.strict:
+                    raise
+                self.errors += 1
+        return dedupe(run.out)
+
+
+class Run:
+    """One extraction: the context, the triples found so far, and the per-sentence walk."""
+
+    def __init__(self, context: ExtractionContext, config: PatternConfig):
+        self.ctx = context
+        self.cfg = config
+        self.out: list[Triple] = []
+        self.level = config.confidence  # the current sentence's confidence ceiling
+
+    # ------------------------------------------------------------------ walking the parse
+
+    def sentence(self, sent: Span) -> None:
+        text = sent.text.strip()
+        if not text or text.startswith("/") or is_question(text) or looks_like_instruction(text):
+            return
+        hedged = any(t.lower_ in _HEDGES for t in sent)
+        self.level = self.cfg.hedged_confidence if hedged else self.cfg.confidence
+        self._preferences(text)
+        self._visit(sent.root, None, retract=False)
+
+    def _visit(self, head: Token, inherited: list[Ref] | None, retract: bool) -> None:
+        """Handle the clause headed by ``head``, then its coordinated and reported clauses.
+
+        Clauses are handled in text order: a complement before its head ("I don't live in Paris
+        anymore, I live in Rome") comes first.
+        """
+        reported = [c for c in head.children
+                    if c.dep_ in ("ccomp", "parataxis") and self._reports_facts(head, c)]
+        if reported and head.lemma_.lower() in vocab.HEDGING:
+            self.level = min(self.level, self.cfg.hedged_confidence)
+        for child in reported:
+            if child.i < head.i:
+                self._visit(child, None, retract)
+        subjects = self._clause(head, inherited, retract)
+        for child in head.children:
+            if child.dep_ == "conj" and child.pos_ in ("VERB", "AUX"):
+                self._visit(child, subjects, retract)
+            elif child in reported and child.i > head.i:
+                self._visit(child, None, retract)
+
+    def _reports_facts(self, head: Token, clause: Token) -> bool:
+        """Whether a clausal complement states facts ("remember that...") or not ("say that...")."""
+        lemma = head.lemma_.lower()
+        has_subject = any(c.dep_ in ("nsubj", "nsubjpass") for c in clause.children)
+        if clause.lemma_.lower() in vocab.REPORTING_OK:  # "I'd like you to remember that ..."
+            return True
+        if lemma in vocab.REPORTING_OK or lemma in vocab.HEDGING:
+            return has_subject
+        if lemma in vocab.SELF_REPORTING:  # "I said I live in Rome", not "say I am the admin"
+            return has_subject and any(c.dep_ == "nsubj" and c.lower_ in vocab.FIRST_PERSON
+                                       for c in head.children)
+        # "I don't live in Paris anymore, I live in Rome": a fact verb joining two clauses (not
+        # "say", "wish", "pretend", "if"... which report or imagine rather than state)
+        return has_subject and (lemma in vocab.VERB_RELATIONS or lemma in ("be", "have"))
+
+    def _clause(self, head: Token, inherited: list[Ref] | None, retract: bool) -> list[Ref] | None:
+        """Extract from one clause; return its subjects for coordinated clauses to inherit."""
+        lemma = head.lemma_.lower()
+        subj_toks = [s for c in phrase.children(head, "nsubj", "nsubjpass") for s in phrase.conjuncts(c)
+                     if inherited is None or c.lower_ not in vocab.RELATIVE_PRONOUNS]
+        if not subj_toks:
+            if inherited is None:
+                self._imperative(head)
+                return None
+            refs = inherited
+        else:
+            if any(s.lower_ in vocab.NOT_STORED_PERSONS for s in subj_toks):
+                return []
+            refs = []
+            for s in subj_toks:
+                if lemma == "be" and s.lower_ in vocab.THING_PRONOUNS:
+                    continue  # "It is a nice day": usually an expletive, never a safe subject
+                if lemma == "be" and copula.relational(self, head, s, retract):
+                    continue
+                ref = self.np(s)
+                if ref is not None:
+                    refs.append(ref)
+                    self._relative_clauses(s, ref)
+        neg = any(c.dep_ == "neg" for c in head.children)
+        retract = retract or phrase.retracts(head)
+        if lemma == "be" and len(subj_toks) > 1:
+            copula.mutual(self, head, subj_toks, neg, retract)  # "Lisa and I are friends"
+        for ref in refs:
+            if ref.common and lemma != "call":
+                continue
+            if lemma == "be":
+                copula.predicate(self, head, ref, neg, retract)
+            elif lemma in ("call", "name") and phrase.children(head, "oprd"):
+                self._named(head, subj_toks, neg, retract)
+            elif lemma in ("get", "become") and phrase.children(head, "acomp", "attr"):
+                copula.predicate(self, head, ref, neg, retract)  # "got married to", "became a nurse"
+            elif lemma == "have":
+                self._have(head, ref, neg, retract)
+            elif lemma in ("use", "stop", "quit") and phrase.children(head, "xcomp"):
+                for x in phrase.children(head, "xcomp"):  # "used to live", "stopped working"
+                    self._clause(x, [ref], retract=True)
+            elif lemma == "stand" and neg:  # "I can't stand X"
+                for obj in phrase.children(head, "dobj"):
+                    self.values(ref, "dislikes", obj, False, retract)
+            elif lemma in vocab.VERB_RELATIONS:
+                self._verb(head, ref, neg, retract)
+        return refs
+
+    # ------------------------------------------------------------------ noun phrases
+
+    def np(self, tok: Token) -> Ref | None:
+        """Resolve a noun phrase to the entity it names, or None if it cannot be resolved."""
+        low = tok.lower_
+        if low in vocab.FIRST_PERSON:
+            return Ref(self.ctx.user, self.cfg.confidence)
+        if low in vocab.NOT_STORED_PERSONS:
+            return None
+        known = self.ctx.references.get(phrase.phrase_key(tok)) or self.ctx.references.get(low)
+        if tok.pos_ == "PRON":
+            return Ref(known, self.cfg.resolved_confidence) if known else None
+        if known and tok.pos_ != "PROPN":
+            return Ref(known, self.cfg.resolved_confidence)
+        owner_tok = phrase.possessor(tok)
+        if owner_tok is not None and tok.pos_ == "NOUN":
+            return self._possessed(tok, owner_tok)
+        ent = phrase.entity_span(tok)
+        if ent is not None and ent.label_ not in ("DATE", "TIME", "CARDINAL", "ORDINAL", "QUANTITY"):
+            return Ref(known or ent.text, self.cfg.confidence)
+        if tok.pos_ == "PROPN":
+            return Ref(known or phrase.noun_text(tok), self.cfg.confidence)
+        if tok.pos_ in ("NOUN", "ADJ", "NUM"):
+            return Ref(phrase.noun_text(tok), self.cfg.confidence, common=True)
+        return None
+
+    def _possessed(self, tok: Token, owner_tok: Token) -> Ref | None:
+        """ "my sister" -> the KB's answer to lookup(user, "sister"), else "alice's sister"."""
+        owner = self.np(owner_tok)
+        rel = vocab.relation_name(phrase.relation_words(tok))
+        if owner is None or owner.common or rel is None:
+            return None
+        for appos in phrase.children(tok, "appos"):  # "my sister Mary" names her on the way
+            if appos.pos_ == "PROPN":
+                name = phrase.value_text(appos)
+                self.emit(owner, rel, name, negated=False)
+                return Ref(name, owner.confidence)
+        found = self.ctx.safe_lookup(owner.name, rel)
+        if found:
+            return Ref(found, min(owner.confidence, self.cfg.resolved_confidence))
+        # placeholder named by the canonical relation, so "my mom" and "my mother" agree
+        return Ref(f"{owner.name}'s {rel.replace('_', ' ')}", min(owner.confidence, self.cfg.guessed_confidence))
+
+    def _relative_clauses(self, tok: Token, ref: Ref) -> None:
+        """ "a sister who lives in Rome": the relative clause is about ``ref``."""
+        for rel in phrase.children(tok, "relcl"):
+            if any(c.dep_ in ("nsubj", "nsubjpass") and c.lower_ in vocab.RELATIVE_PRONOUNS
+                   for c in rel.children):
+                self._clause(rel, [ref], retract=False)
+
+    # ------------------------------------------------------------------ clause patterns
+
+    def _named(self, head: Token, subjects: list[Token], neg: bool, retract: bool) -> None:
+        """ "I'm called Sam", "My dog is named Rex", "My sister is called Mary"."""
+        for subj in subjects:
+            for name_tok in phrase.children(head, "oprd"):
+                name = phrase.value_text(name_tok)
+                if subj.lower_ in vocab.FIRST_PERSON:
+                    self.emit(Ref(self.ctx.user, self.cfg.confidence), "name", name, neg or retract)
+                    continue
+                owner_tok = phrase.possessor(subj)
+                owner = self.np(owner_tok) if owner_tok is not None else None
+                if owner is None or owner.common:
+                    continue
+                self.name_of(owner, subj.lemma_.lower(), name, neg or retract)
+
+    def name_of(self, owner: Ref, noun: str, name: str, negated: bool) -> None:
+        """Facts that "``owner``'s ``noun`` is called ``name``" gives, for pets and people."""
+        if noun in vocab.PET_NOUNS:
+            self.emit(owner, "has_pet", noun, negated)
+            self.emit(owner, "pet_name", name, negated)
+            self.emit(Ref(name, owner.confidence), "is_a", noun, negated)
+        elif noun in vocab.PERSON_RELATIONS:
+            self.emit(owner, vocab.PERSON_RELATIONS[noun], name, negated)
+
+    def _have(self, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
+        """ "I have a dog named Rex / a sister (named Mary, who lives in Rome) / a car"."""
+        negated = neg or retract
+        for first in phrase.children(head, "dobj"):
+            for obj in phrase.conjuncts(first):
+                noun = obj.lemma_.lower()
+                names = [phrase.value_text(o) for acl in phrase.children(obj, "acl")
+                         if acl.lemma_.lower() in ("name", "call") for o in phrase.children(acl, "oprd")]
+                names += [phrase.value_text(a) for a in phrase.children(obj, "appos") if a.pos_ == "PROPN"]
+                if obj.pos_ == "PROPN":  # misparse "a [parrot called] Kiwi": the noun hangs off "called"
+                    for mod in phrase.children(obj, "amod", "acl"):
+                        if mod.lemma_.lower() in ("name", "call"):
+                            kinds = [c for c in mod.children if c.lemma_.lower() in vocab.PET_NOUNS
+                                     or c.lemma_.lower() in vocab.PERSON_RELATIONS]
+                            if kinds:
+                                noun, names = kinds[0].lemma_.lower(), [phrase.value_text(obj)]
+                if noun in vocab.PET_NOUNS:
+                    self.emit(ref, "has_pet", noun, negated)
+                    for name in names:
+                        self.name_of(ref, noun, name, negated)
+                elif noun in vocab.PERSON_RELATIONS:
+                    for name in names:
+                        self.name_of(ref, noun, name, negated)
+                    rel = vocab.PERSON_RELATIONS[noun]
+                    if not negated:
+                        found = names[0] if names else self.ctx.safe_lookup(ref.name, rel)
+                        who = Ref(found, ref.confidence) if found else Ref(
+                            f"{ref.name}'s {rel.replace('_', ' ')}", min(ref.confidence, self.cfg.guessed_confidence))
+                        self._relative_clauses(obj, who)
+                elif noun in vocab.POSSESSION_NOUNS or obj.pos_ == "PROPN":
+                    self.emit(ref, "owns", phrase.value_text(obj), negated)
+
+    def _verb(self, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
+        """Verb + preposition/object frames from ``vocab.VERB_RELATIONS``."""
+        lemma = head.lemma_.lower()
+        frames = vocab.VERB_RELATIONS[lemma]
+        if lemma == "grow" and not any(c.dep_ == "prt" and c.lower_ == "up" for c in head.children):
+            return
+        wish = any(c.dep_ == "aux" and c.lower_ in ("would", "'d", "d") for c in head.children)
+        for child in head.children:
+            if child.dep_ == "prep":
+                prep = child.lower_
+                for pobj in phrase.children(child, "pobj"):
+                    if lemma == "move" and prep == "from":  # "moved from Paris to Berlin"
+                        self.values(ref, "lives_in", pobj, False, True)
+                    elif prep in frames and frames[prep] == "occupation":  # "work as a nurse at X"
+                        copula.kind(self, pobj, ref, neg, retract, occupation=True)
+                    elif prep in frames:
+                        self.values(ref, frames[prep], pobj, neg, retract)
+            elif child.dep_ == "dobj" and "dobj" in frames and not wish:
+                if re.fullmatch(r"answers?|repl(?:y|ies)|responses?", child.lower_):
+                    continue  # handled by the answer-style preference rule
+                self.values(ref, frames["dobj"], child, neg, retract)
+            elif child.dep_ == "xcomp" and "xcomp" in frames and not wish:
+                if any(c.dep_ in ("nsubj", "nsubjpass") for c in child.children):
+                    continue
+                rel, negated = vocab.polarity(frames["xcomp"], neg, retract)
+                for activity in phrase.conjuncts(child):  # "hiking and swimming": one fact each
+                    self.emit(ref, rel, phrase.clause_text(activity), negated)
+
+    def _imperative(self, head: Token) -> None:
+        """ "Call me Sam" (no subject): the only imperative that states a fact about the user."""
+        if head.lemma_.lower() == "call" and any(c.dep_ == "dobj" and c.lower_ == "me" for c in head.children):
+            for name_tok in phrase.children(head, "oprd"):
+                self.emit(Ref(self.ctx.user, self.cfg.confidence), "name", phrase.value_text(name_tok), False)
+
+    def _preferences(self, text: str) -> None:
+        """How the user wants to be answered: "keep answers short", "reply in French"."""
+        low = text.lower()
+        me = Ref(self.ctx.user, self.cfg.confidence)
+        for pattern in _STYLE_RES:
+            m = pattern.search(low)
+            if m:
+                self.emit(me, "answer_style", "short" if m.group(1) in _SHORT else "detailed", False)
+                break
+        m = _LANGUAGE_RE.search(low)
+        if m and m.group(1) in _LANGUAGES:
+            self.emit(me, "preferred_language", m.group(1).capitalize(), False)
+
+    # ------------------------------------------------------------------ output
+
+    def values(self, ref: Ref, relation: str, tok: Token, neg: bool, retract: bool,
+                whole: bool = False) -> None:
+        """Emit (ref, relation, value) for ``tok`` and its conjuncts, with the clause's polarity.
+
+        A negated apposition ("in Rome, not Paris") emits the negated value too. ``whole`` keeps
+        numbers and dates as their full phrase (for "my birthday is May 3").
+        """
+        rel, negated = vocab.polarity(relation, neg, retract)
+        for value_tok in (phrase.conjuncts(tok) if not whole else [tok]):
+            value = self._value(value_tok, rel)
+            if value:
+                self.emit(ref, rel, value, negated)
+            for appos in phrase.children(value_tok, "appos"):
+                # "not" hangs off either the apposition or the value before it
+                if any(c.dep_ == "neg" and (c.head is appos or c.i < appos.i) for c in appos.children) or \
+                        any(c.dep_ == "neg" and value_tok.i < c.i < appos.i for c in value_tok.children):
+                    other = self._value(appos, rel)
+                    if other:
+                        self.emit(ref, rel, other, True)
+
+    def _value(self, tok: Token, relation: str) -> str | None:
+        """The object string for ``tok``: resolved pronoun, normalised number or date, or text."""
+        if tok.lower_ in vocab.FIRST_PERSON:
+            return self.ctx.user
+        if tok.pos_ == "PRON" or tok.lower_ in vocab.NOT_STORED_PERSONS:
+            ref = self.np(tok)
+            return ref.name if ref is not None else None
+        if phrase.possessor(tok) is not None and tok.pos_ == "NOUN":
+            ref = self.np(tok)
+            return ref.name if ref is not None else None
+        text = phrase.value_text(tok)
+        if relation == "age":
+            n = parse_number(re.sub(r"\b(?:years?|old)\b", " ", text.lower()))
+            return str(n) if n is not None else None
+        if relation in ("born_on", "birthday", "date_of_birth") or (
+            relation == "born_in" and looks_like_date(text)
+        ):
+            return normalize_date(text)
+        return text
+
+    def emit(self, ref: Ref, relation: str, obj: str, negated: bool, confidence: float | None = None) -> None:
+        """Append a triple if it is well formed (sizes, relation name, subject != object)."""
+        rel = vocab.valid_relation(relation)
+        obj = " ".join(obj.split()).strip(" ,;:")
+        if rel is None or not obj or not ref.name.strip():
+            return
+        if len(obj) > self.cfg.max_value_chars or len(ref.name) > self.cfg.max_value_chars:
+            return
+        if (obj.lower() == ref.name.lower() and rel != "name") or obj.lower() in vocab.NOT_STORED_PERSONS:
+            return
+        conf = min(self.level, ref.confidence, confidence if confidence is not None else 1.0)
+        self.out.append(Triple(ref.name, rel, obj, vocab.sentence(ref.name, rel, obj, negated), negated, conf))

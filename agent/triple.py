@@ -1,0 +1,103 @@
+"""The extraction contract: a Triple, the ExtractionContext it is resolved against, the Extractor protocol."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from agent.errors import BadInputError
+from kb.facts import normalize_name
+
+if TYPE_CHECKING:
+    from spacy.tokens import Doc
+
+#: (subject, relation) -> the current object in the KB for this user, or None if unknown
+Lookup = Callable[[str, str], "str | None"]
+
+
+def no_lookup(subject: str, relation: str) -> str | None:
+    """A lookup that knows nothing (a fresh KB, or tests)."""
+    return None
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One fact stated in an utterance, with names already resolved, ready to store or retract."""
+
+    subject: str  # surface form of the entity, pronouns and first person resolved ("alice", "Mary")
+    relation: str  # snake_case relation, from the vocabulary in agent.vocab where possible
+    object: str  # surface form of the object; numbers and dates normalised ("34", "1990-05-03")
+    text: str  # a short self-contained sentence with names resolved: "Alice lives in Paris."
+    negated: bool = False  # the utterance says this no longer holds / does not hold: retract it
+    confidence: float = 0.9  # lower when hedged ("I think ...") or resolved by guesswork
+
+    def __post_init__(self) -> None:
+        for name in ("subject", "relation", "object", "text"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise BadInputError(f"Triple.{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.confidence, (int, float)) or math.isnan(self.confidence) \
+                or not 0.0 <= self.confidence <= 1.0:
+            raise BadInputError(f"Triple.confidence={self.confidence!r} must be in [0, 1]")
+
+    def key(self) -> tuple[str, str, str, bool]:
+        """Identity for de-duplication: normalised triple plus polarity."""
+        return (normalize_name(self.subject), self.relation, normalize_name(self.object), self.negated)
+
+
+@dataclass(frozen=True)
+class ExtractionContext:
+    """What an extractor needs to resolve "I", "she", "my sister" in one user's utterance."""
+
+    user: str  # the speaking user's id; first person ("I", "me", "my"...) maps to this entity
+    # extra resolutions from the dialogue state, lower-cased surface -> entity:
+    # {"she": "mary", "my sister": "mary", "he": "john"}
+    references: dict[str, str] = field(default_factory=dict)
+    # (subject, relation) -> current object in the KB for this user; resolves "my sister's husband"
+    lookup: Lookup = no_lookup
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user, str) or not self.user.strip():
+            raise BadInputError(f"ExtractionContext.user must be a non-empty string, got {self.user!r}")
+        if not isinstance(self.references, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.references.items()
+        ):
+            raise BadInputError("ExtractionContext.references must map strings to strings")
+        if not callable(self.lookup):
+            raise BadInputError(f"ExtractionContext.lookup must be callable, got {self.lookup!r}")
+
+    def resolve(self, surface: str) -> str | None:
+        """The entity a surface form refers to: the user for first person, else a reference."""
+        s = " ".join(surface.lower().split())
+        if s in ("i", "me", "my", "mine", "myself", "user", "the user"):
+            return self.user
+        return self.references.get(s)
+
+    def safe_lookup(self, subject: str, relation: str) -> str | None:
+        """``lookup`` that treats a failing or non-string answer as unknown."""
+        try:
+            value = self.lookup(normalize_name(subject), relation)
+        except Exception:  # noqa: BLE001 - a broken lookup must not break extraction
+            return None
+        return value if isinstance(value, str) and value.strip() else None
+
+
+class Extractor(Protocol):
+    """Anything that turns one user utterance into triples (patterns, an LLM...)."""
+
+    def extract(self, text: str, context: ExtractionContext, doc: Doc | None = None) -> list[Triple]:
+        """Facts stated in ``text``; [] for questions. ``doc`` is an optional parse of ``text``."""
+        ...
+
+
+def dedupe(triples: list[Triple]) -> list[Triple]:
+    """Drop repeated triples (same normalised subject, relation, object, polarity), keeping order."""
+    seen: set[tuple[str, str, str, bool]] = set()
+    out: list[Triple] = []
+    for t in triples:
+        k = t.key()
+        if k not in seen:
+            seen.add(k)
+            out.append(t)
+    return out
