@@ -154,13 +154,36 @@ def convert_packaged(config: LLMConfig) -> Path:
     return out
 
 
+def _require_causal(model_config, name: str) -> None:
+    """Refuse encoder checkpoints (a saved ``BertModel``...) before loading them as a decoder.
+
+    transformers maps some encoder families (BERT, RoBERTa...) to an ``*LMHeadModel`` class, so
+    AutoModelForCausalLM would load an encoder with a freshly initialised, random LM head and the
+    chat would produce noise; such a checkpoint is only a causal LM when its config says is_decoder.
+    """
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - a transformers layout we do not know: let loading decide
+        return
+    causal: set[str] = set()
+    for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        causal.update([v] if isinstance(v, str) else v)
+    archs = list(getattr(model_config, "architectures", None) or [])
+    if not archs or getattr(model_config, "is_decoder", False):
+        return
+    if not any(a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise ModelLoadError(
+            f"{name!r} is not a causal language model: its checkpoint is a {', '.join(archs)} "
+            f"(model type {getattr(model_config, 'model_type', '?')!r}); give a decoder such as a *ForCausalLM model")
+
+
 class CausalLM:
     """A transformers causal LM with a prefix KV cache shared across calls (one conversation)."""
 
     def __init__(self, config: LLMConfig | None = None):
         self.config = config or LLMConfig()
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
         device = self.config.device
@@ -178,6 +201,7 @@ class CausalLM:
         source = str(Path(source).expanduser()) if Path(source).expanduser().exists() else source
         t0 = time.perf_counter()
         try:
+            _require_causal(AutoConfig.from_pretrained(source), self.config.model)
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModelForCausalLM.from_pretrained(source, dtype=self.dtype)
         except ValueError as e:

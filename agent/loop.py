@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -14,7 +15,8 @@ from agent.errors import BadInputError, StateError
 from agent.extract import ExtractionContext, Extractor, ExtractorKind, LLMExtractor, PatternExtractor, Triple
 from agent.intent import Intent
 from agent.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig
-from agent.prompt import Exchange, PromptConfig, build_messages, fit_facts, system_text, trim_history
+from agent.prompt import (Exchange, PromptConfig, build_messages, display_name, fit_facts, system_text,
+                          third_person, trim_history)
 from agent.retrieval import RetrievalConfig, Retriever, UsedFact
 from agent.state import DialogueState, StateTracker, Turn
 from kb import KBConfig, KnowledgeBase, NewFact
@@ -41,9 +43,14 @@ class AgentConfig:
     template_acknowledgements: bool = True
     # store every user utterance as an episode (the evidence facts link to)
     store_episodes: bool = True
+    # stop generating after this many sentences: answers are meant to be short, and small models
+    # drift once they have answered (0 = no limit)
+    max_sentences: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extractor", ExtractorKind.parse(self.extractor))
+        if not 0 <= self.max_sentences <= 100:
+            raise BadInputError(f"max_sentences={self.max_sentences} must be in 0..100")
 
 
 @dataclass(frozen=True)
@@ -249,10 +256,20 @@ class Agent:
                 else:
                     g0 = time.perf_counter()
                     system = system_text(self.user, self.state.profile)
-                    messages = build_messages(system, self._history, facts, text)
-                    for piece in self.llm.stream(messages):
-                        pieces.append(piece)
-                        yield piece
+                    name = display_name(self.user, self.state.profile)
+                    asked = third_person(text, name) if turn.intent is Intent.QUESTION else text
+                    messages = build_messages(system, self._history, facts, asked, name)
+                    stream = self.llm.stream(messages)
+                    try:
+                        for piece in stream:
+                            pieces.append(piece)
+                            yield piece
+                            if self.config.max_sentences and _sentences("".join(pieces)) >= self.config.max_sentences:
+                                break
+                    finally:
+                        close = getattr(stream, "close", None)
+                        if close is not None:
+                            close()
                     gen_time = time.perf_counter() - g0
             finally:
                 w0 = time.perf_counter()
@@ -325,6 +342,14 @@ def _acknowledge(learned: list[Fact], superseded: list[Fact]) -> str:
         old = "; ".join(_sentence(f.text).rstrip(".") for f in superseded)
         parts.append(f"(This replaces what I knew before: {old}.)")
     return " ".join(parts)
+
+
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
+
+
+def _sentences(text: str) -> int:
+    """Completed sentences in ``text`` (a sentence ends at . ! ? followed by space/end, or a newline)."""
+    return len(_SENTENCE_END.findall(text.strip() + " ")) if text.strip() else 0
 
 
 def _sentence(text: str) -> str:

@@ -105,7 +105,7 @@ def kv_reuse(turns: Sequence[int], device: str) -> dict:
         ttft = {}
         for turn in range(1, max(turns) + 1):
             q = f"Question {turn}: {QUESTIONS[turn % len(QUESTIONS)]} Please also remember the number {turn * 7}."
-            msgs = build_messages(system_text("sam", {}), history, [fact], q)
+            msgs = build_messages(system_text("sam", {}), history, [fact], q, "Sam")
             if mode == "no_reuse":
                 llm.reset_cache()
             reply = "".join(llm.stream(msgs))

@@ -1,0 +1,68 @@
+"""A scripted language model for tests of the agent loop and the chat CLI: replies come from a script,
+and every prompt it is given is recorded so tests can check what the model saw."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+from agent.llm import GenerationStats, Message
+
+#: what ScriptedLLM says once its script is used up
+DEFAULT_REPLY = "OK."
+
+
+class ScriptedLLM:
+    """Replies with the next scripted string, streamed in word-sized pieces; records every prompt.
+
+    ``calls`` holds the message lists given to ``stream`` (one list per generation), oldest first.
+    """
+
+    def __init__(self, replies: Iterable[str] = (), default: str = DEFAULT_REPLY):
+        self._replies = list(replies)
+        self.default = default
+        self.calls: list[list[Message]] = []
+        self.completions: list[str] = []
+        self.resets = 0
+        self.pieces_yielded = 0
+        self._stats = GenerationStats()
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return "scripted-llm"
+
+    @property
+    def last_stats(self) -> GenerationStats:
+        return self._stats
+
+    def add(self, *replies: str) -> None:
+        """Queue more replies."""
+        self._replies.extend(replies)
+
+    @property
+    def last_messages(self) -> list[Message]:
+        assert self.calls, "the LLM was never called"
+        return self.calls[-1]
+
+    @property
+    def last_user_message(self) -> str:
+        return next(m.content for m in reversed(self.last_messages) if m.role == "user")
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
+        with self._lock:
+            self.calls.append(list(messages))
+            reply = self._replies.pop(0) if self._replies else self.default
+        words = reply.split(" ")
+        self._stats = GenerationStats(prompt_tokens=sum(len(m.content.split()) for m in messages),
+                                      prefill_tokens=sum(len(m.content.split()) for m in messages))
+        for i, word in enumerate(words):
+            self._stats.new_tokens += 1
+            self.pieces_yielded += 1
+            yield word if i == 0 else " " + word
+
+    def complete(self, prompt: str, max_new_tokens: int = 128) -> str:
+        self.completions.append(prompt)
+        return "[]"
+
+    def reset_cache(self) -> None:
+        self.resets += 1
