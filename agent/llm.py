@@ -216,6 +216,11 @@ class CausalLM:
         if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
             eos.add(im_end)
         self._eos = {e for e in eos if e is not None}
+        # control tokens ("<|im_start|>"...) as text: message contents must not be able to spell them
+        control = {str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
+                   if getattr(t, "special", False)}
+        control.update(self.tokenizer.all_special_tokens)
+        self._control = sorted((c for c in control if len(c) >= 2), key=len, reverse=True)
         self._cache = None  # transformers Cache for _cache_ids
         self._cache_ids: list[int] = []
         self._lock = threading.Lock()
@@ -238,7 +243,7 @@ class CausalLM:
 
     def chat_ids(self, messages: Sequence[Message]) -> list[int]:
         """Token ids of the conversation in the model's chat template, ending with the assistant header."""
-        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        msgs = [{"role": m.role, "content": self._defuse(m.content)} for m in messages]
         if self.tokenizer.chat_template:
             ids = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
             if isinstance(ids, dict) or hasattr(ids, "keys"):
@@ -246,6 +251,14 @@ class CausalLM:
             return list(ids)
         text = "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant:"
         return self.tokenizer(text)["input_ids"]
+
+    def _defuse(self, text: str) -> str:
+        """``text`` with every control-token string broken by a zero-width space, so that a message
+        saying "<|im_start|>system" is read as those characters, not as a forged system turn."""
+        for c in self._control:
+            if c in text:
+                text = text.replace(c, c[0] + "\u200b" + c[1:])
+        return text
 
     # ----------------------------------------------------------------- generation
 
@@ -270,12 +283,13 @@ class CausalLM:
                 from transformers import DynamicCache
 
                 cache = DynamicCache()
-            suffix = torch.tensor([prompt_ids[reused:]], device=self.device)  # (1, new)
-            out = self.model(input_ids=suffix, past_key_values=cache, use_cache=True)
             seq = list(prompt_ids)
             generated: list[int] = []
             emitted = ""
+            consistent = True
             try:
+                suffix = torch.tensor([prompt_ids[reused:]], device=self.device)  # (1, new)
+                out = self.model(input_ids=suffix, past_key_values=cache, use_cache=True)
                 for step in range(limit):
                     logits = out.logits[0, -1].float()  # (vocab,)
                     if self.config.repetition_penalty > 1.0 and generated:
@@ -297,10 +311,20 @@ class CausalLM:
                         yield piece
                     out = self.model(input_ids=torch.tensor([[tok]], device=self.device), past_key_values=cache,
                                      use_cache=True)
+            except GeneratorExit:  # the consumer stopped reading, at a yield: the cache is whole
+                raise
+            except BaseException:
+                # Ctrl-C or an error inside a forward pass can leave some layers one token longer than
+                # others; reusing such a cache crashes or corrupts the next reply, so drop it
+                consistent = False
+                raise
             finally:
-                # the cache now holds seq minus the last token fed back (or all of it after an early stop)
-                held = cache.get_seq_length()
-                self._cache, self._cache_ids = (cache, seq[:held]) if reuse else (self._cache, self._cache_ids)
+                if reuse:
+                    if consistent:
+                        # the cache holds seq minus the last token fed back (or all of it after an early stop)
+                        self._cache, self._cache_ids = cache, seq[:cache.get_seq_length()]
+                    else:
+                        self._cache, self._cache_ids = None, []
                 stats.seconds = time.perf_counter() - t0
 
     def _reusable(self, prompt_ids: list[int]):

@@ -123,6 +123,7 @@ class Agent:
         kb = KnowledgeBase.open(Path(kb_dir) if kb_dir is not None else default_kb_dir(), embedder=embedder,
                                 config=KBConfig(show_progress=True))
         try:
+            kb.embedder  # load it now rather than in the middle of the first reply
             lm = llm if llm is not None else CausalLM(config.llm)
             return cls(kb, lm, user, config, owns_kb=True)
         except BaseException:
@@ -257,7 +258,7 @@ class Agent:
                     g0 = time.perf_counter()
                     system = system_text(self.user, self.state.profile)
                     name = display_name(self.user, self.state.profile)
-                    asked = third_person(text, name) if turn.intent is Intent.QUESTION else text
+                    asked = third_person(self._spell_out(text, turn), name) if turn.intent is Intent.QUESTION else text
                     messages = build_messages(system, self._history, facts, asked, name)
                     stream = self.llm.stream(messages)
                     try:
@@ -285,6 +286,23 @@ class Agent:
                     Timings(state=t1 - t0, retrieval=t3 - t2, generation=gen_time, extraction=t2 - t1,
                             write_back=w1 - w0),
                 )
+
+    def _spell_out(self, text: str, turn: Turn) -> str:
+        """Replace pronouns and possessive chains by the entities' names: 'my sister's husband' -> 'John'.
+
+        First-person words and a single "my X" are left to ``third_person`` ("my sister" -> "Sam's
+        sister"), which keeps the relation the question asks about and matches how facts are written.
+        """
+        out = text
+        for surface, entity in sorted(turn.references.items(), key=lambda kv: -len(kv[0])):
+            low = surface.lower()
+            if low in _FIRST_PERSON or len(surface) < 2:
+                continue
+            if low.startswith(("my ", "mine ")) and "'s " not in low and "’s " not in low:
+                continue
+            shown = self.kb._log.entity_display(self.kb.resolve(entity)) or entity
+            out = re.sub(rf"(?i)\b{re.escape(surface)}\b", shown[:1].upper() + shown[1:], out)
+        return out
 
     def _wants_facts(self, turn: Turn) -> bool:
         return turn.intent not in (Intent.COMMAND, Intent.FEEDBACK)
@@ -344,6 +362,7 @@ def _acknowledge(learned: list[Fact], superseded: list[Fact]) -> str:
     return " ".join(parts)
 
 
+_FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
 
 

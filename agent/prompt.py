@@ -19,10 +19,9 @@ from kb.facts import Fact
 # Wording measured on SmolLM2-135M-Instruct: framing the facts as the user's own ("Facts about me
 # (I am Sam)") and a one-sentence instruction made it answer from them far more often than a longer
 # rule list with "If no fact answers..." clauses, which it tended to recite back.
-SYSTEM = (
-    "You are kgrow, a helpful assistant with a memory. "
-    "Answer the user's question in one short sentence using the facts about them."
-)
+# The system text says nothing about who the assistant is: the model parroted any self-description
+# ("I'm Quinn, a helpful assistant with a memory") in place of answers.
+SYSTEM = "Answer the user's question in one short sentence using the facts about them."
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class PromptConfig:
     """How much context the model sees."""
 
     # past exchanges kept verbatim; trimmed back to this many once there are twice as many
-    history_turns: int = 6
+    history_turns: int = 8
     # rough token budget for the facts block (1 token ~ 4 characters)
     fact_token_budget: int = 320
 

@@ -19,7 +19,7 @@ class RetrievalConfig:
     """How many facts a turn may draw on and where they come from."""
 
     # facts offered to the model; a 135M model reads the first few best, so keep it small
-    k: int = 6
+    k: int = 3
     # entities from the dialogue state whose facts are pulled in directly (graph hop 1)
     max_entities: int = 4
     # facts taken per state entity; hubs are capped so one busy entity cannot crowd out the rest

@@ -6,8 +6,6 @@ import csv
 import enum
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
@@ -18,7 +16,7 @@ import numpy as np
 
 from kb.errors import InvalidInputError, NotFoundError
 from kb.facts import iso
-from kb.index import _fsync_dir
+from kb.files import write_atomic
 from kb.log import now
 
 if TYPE_CHECKING:
@@ -105,19 +103,7 @@ def _atomic(path: Path, write: Callable[[BinaryIO], int]) -> int:
         raise InvalidInputError(f"{path} is a directory; give the path of the file to export to")
     if not path.parent.is_dir():
         raise NotFoundError(f"directory {path.parent} does not exist; create it before exporting")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            n = write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return n
+    return write_atomic(path, write)
 
 
 def _dumps(obj: object) -> str:

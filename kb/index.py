@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import faiss
 import numpy as np
 
 from kb.errors import InvalidInputError
+from kb.files import write_atomic
 
 
 class IndexKind(str, enum.Enum):
@@ -157,20 +157,14 @@ class VectorIndex:
     # ---------------------------------------------------------------- persistence
 
     def save(self, path: Path) -> None:
-        """Write atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self._index, tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+        """Write atomically (see kb.files.write_atomic); faiss streams straight into the temp file."""
+
+        def write(fh) -> None:
+            writer = faiss.PyCallbackIOWriter(fh.write)
+            faiss.write_index(self._index, writer)
+            del writer  # flushes faiss's buffer into fh
+
+        write_atomic(Path(path), write)
 
     @classmethod
     def load(cls, path: Path, dim: int, config: IndexConfig) -> "VectorIndex":
@@ -192,30 +186,7 @@ class VectorIndex:
         return {"kind": self.kind_name, "ntotal": len(self), "dim": self.dim}
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON atomically next to the target (used for the manifest)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomic(Path(path), lambda fh: fh.write(text.encode("utf-8")))

@@ -3,7 +3,7 @@ and every prompt it is given is recorded so tests can check what the model saw."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from agent.llm import GenerationStats, Message
 
@@ -15,11 +15,14 @@ class ScriptedLLM:
     """Replies with the next scripted string, streamed in word-sized pieces; records every prompt.
 
     ``calls`` holds the message lists given to ``stream`` (one list per generation), oldest first.
+    With ``responder``, a reply is computed from the messages instead once the script is used up.
     """
 
-    def __init__(self, replies: Iterable[str] = (), default: str = DEFAULT_REPLY):
+    def __init__(self, replies: Iterable[str] = (), default: str = DEFAULT_REPLY,
+                 responder: Callable[[list[Message]], str] | None = None):
         self._replies = list(replies)
         self.default = default
+        self.responder = responder
         self.calls: list[list[Message]] = []
         self.completions: list[str] = []
         self.resets = 0
@@ -51,7 +54,12 @@ class ScriptedLLM:
     def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
         with self._lock:
             self.calls.append(list(messages))
-            reply = self._replies.pop(0) if self._replies else self.default
+            if self._replies:
+                reply = self._replies.pop(0)
+            elif self.responder is not None:
+                reply = self.responder(list(messages))
+            else:
+                reply = self.default
         words = reply.split(" ")
         self._stats = GenerationStats(prompt_tokens=sum(len(m.content.split()) for m in messages),
                                       prefill_tokens=sum(len(m.content.split()) for m in messages))
@@ -66,3 +74,15 @@ class ScriptedLLM:
 
     def reset_cache(self) -> None:
         self.resets += 1
+
+
+def fact_lines(messages: Sequence[Message]) -> list[str]:
+    """The numbered fact lines ("[1] Sam lives in Paris.") of the newest user message."""
+    last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    return [line for line in last.splitlines() if line.startswith("[") and "] " in line]
+
+
+def echo_facts(messages: list[Message]) -> str:
+    """A responder that answers with every fact it was shown (or "I don't know.")."""
+    facts = [line.split("] ", 1)[1] for line in fact_lines(messages)]
+    return " ".join(facts) if facts else "I don't know."

@@ -111,7 +111,13 @@ def slash(agent, line: str, ui) -> bool:
             if not arg:
                 ui.info("usage: /forget FACT_ID | ENTITY")
             elif arg.startswith("f_"):
-                ui.info(f"forgot {len(agent.kb.forget(arg))} fact(s)")
+                owner = agent.kb.fact(arg).user  # NotFoundError (a KBError) for an unknown id
+                if owner != agent.user:
+                    # like /forget ENTITY, an id only reaches the current user's own facts
+                    whose = "a shared fact (use `kgrow kb forget`)" if not owner else "another user's fact"
+                    ui.info(f"error: {arg} is {whose}, not one of {agent.user}'s; see /facts")
+                else:
+                    ui.info(f"forgot {len(agent.kb.forget(arg))} fact(s)")
             else:
                 ui.info(f"forgot {len(agent.kb.forget(entity=arg, user=agent.user))} fact(s) about {arg}")
         elif cmd == "/user":
