@@ -57,7 +57,8 @@ _FEEDBACK = (
     r"right|👍|👎"
 )
 _SMALL_TALK = (
-    r"hi|hello|hey|hiya|yo|sup|howdy|good\s+(?:morning|afternoon|evening|night|day)|"
+    r"(?:hi|hello|hey|hiya|yo|howdy)(?:\s+(?:there|everyone|all|again|kgrow))?|sup|"
+    r"good\s+(?:morning|afternoon|evening|night|day)|"
     r"how\s+are\s+(?:you|u)(?:\s+doing)?(?:\s+today)?|how's\s+it\s+going|how\s+is\s+it\s+going|"
     r"what's\s+up|whats\s+up|how\s+do\s+you\s+do|nice\s+to\s+meet\s+you|bye|goodbye|bye\s+bye|"
     r"see\s+(?:you|ya)(?:\s+later)?|later|ok|okay|k|cool|lol|haha|hmm+|oh|ah|well|sure|alright"

@@ -243,15 +243,16 @@ class Agent:
             t3 = time.perf_counter()
             learned: list[Fact] = []
             superseded: list[Fact] = []
+            retracted: list[Fact] = []
             pieces: list[str] = []
             gen_time = 0.0
             written = False
             try:
                 if triples and turn.intent in (Intent.STATEMENT, Intent.CORRECTION) and self.config.template_acknowledgements:
-                    learned, superseded = self._write_back(text, turn, triples)
+                    learned, superseded, retracted = self._write_back(text, turn, triples)
                     written = True
-                if learned or superseded:
-                    reply = _acknowledge(learned, superseded)
+                if learned or superseded or retracted:
+                    reply = _acknowledge(learned, superseded, retracted)
                     pieces.append(reply)
                     yield reply
                 else:
@@ -275,14 +276,14 @@ class Agent:
             finally:
                 w0 = time.perf_counter()
                 if not written:
-                    learned, superseded = self._write_back(text, turn, triples)
+                    learned, superseded, retracted = self._write_back(text, turn, triples)
                 reply_text = "".join(pieces).strip()
                 turn.reply = reply_text
                 self._history = trim_history(self._history + [Exchange(text, reply_text)], self.config.prompt.history_turns)
                 self._save_state()
                 w1 = time.perf_counter()
                 self.last_reply = Reply(
-                    reply_text, turn, tuple(used), tuple(learned), tuple(superseded),
+                    reply_text, turn, tuple(used), tuple(learned), tuple(superseded + retracted),
                     Timings(state=t1 - t0, retrieval=t3 - t2, generation=gen_time, extraction=t2 - t1,
                             write_back=w1 - w0),
                 )
@@ -312,7 +313,7 @@ class Agent:
             return []
         return self.extractor.extract(text, ctx, doc=self.tracker.last_doc)
 
-    def _write_back(self, text: str, turn: Turn, triples: list[Triple]) -> tuple[list[Fact], list[Fact]]:
+    def _write_back(self, text: str, turn: Turn, triples: list[Triple]) -> tuple[list[Fact], list[Fact], list[Fact]]:
         """Store the utterance and its facts with provenance; retract negated ones. Idempotent per turn."""
         source = f"{self.state.session_id}/turn/{turn.index}"
         note = f"correction in turn {turn.index}" if turn.intent is Intent.CORRECTION else None
@@ -321,6 +322,7 @@ class Agent:
             episode_id = self.kb.add_episode(text, user=self.user, speaker="user", source_id=source).id
         learned: list[Fact] = []
         superseded: list[Fact] = []
+        retracted: list[Fact] = []
         items = [NewFact(t.subject, t.relation, t.object, t.text, user=self.user, source_id=source,
                          episode_id=episode_id, confidence=t.confidence, note=note) for t in triples if not t.negated]
         if items:
@@ -329,11 +331,11 @@ class Agent:
                     learned.append(r.fact)
                 superseded.extend(r.superseded)
         for t in (t for t in triples if t.negated):
-            superseded.extend(self._retract(t, source))
+            retracted.extend(self._retract(t, source))
         turn.learned_fact_ids = [f.id for f in learned]
-        turn.superseded_fact_ids = [f.id for f in superseded]
-        self.tracker.apply_learned(self.state, learned)
-        return learned, superseded
+        turn.superseded_fact_ids = [f.id for f in superseded + retracted]
+        self.tracker.apply_learned(self.state, superseded + retracted + learned)  # clear, then set slots
+        return learned, superseded, retracted
 
     def _retract(self, t: Triple, source: str) -> list[Fact]:
         try:
@@ -351,14 +353,17 @@ class Agent:
         return out
 
 
-def _acknowledge(learned: list[Fact], superseded: list[Fact]) -> str:
-    """A reply that says exactly what was stored and what it replaced."""
+def _acknowledge(learned: list[Fact], superseded: list[Fact], retracted: list[Fact]) -> str:
+    """A reply that says exactly what was stored, what it replaced, and what no longer holds."""
     parts = []
     if learned:
         parts.append("Got it, I'll remember: " + " ".join(_sentence(f.text) for f in learned))
     if superseded:
         old = "; ".join(_sentence(f.text).rstrip(".") for f in superseded)
         parts.append(f"(This replaces what I knew before: {old}.)")
+    if retracted:
+        old = "; ".join(_sentence(f.text).rstrip(".") for f in retracted)
+        parts.append(f"Noted, this no longer holds: {old}.")
     return " ".join(parts)
 
 

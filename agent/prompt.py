@@ -29,7 +29,7 @@ class PromptConfig:
     """How much context the model sees."""
 
     # past exchanges kept verbatim; trimmed back to this many once there are twice as many
-    history_turns: int = 8
+    history_turns: int = 4
     # rough token budget for the facts block (1 token ~ 4 characters)
     fact_token_budget: int = 320
 

@@ -45,6 +45,7 @@ class IndexKeeper:
         self.config = config
         self.report: list[str] = []
         self._unsaved = 0
+        self._dead = 0  # forgotten vectors still held by an HNSW index (filtered at search time)
         self.index = self._load_or_rebuild()
 
     # ------------------------------------------------------------------ open-time verification
@@ -74,6 +75,7 @@ class IndexKeeper:
                        "adding them from the log")
             self._add_from_log(index, missing)
             self._unsaved += len(missing)
+        self._dead = len(have) - (len(want) - len(missing))  # forgotten rows still in the index
         return index
 
     def _tell(self, msg: str) -> None:
@@ -120,8 +122,8 @@ class IndexKeeper:
         self._unsaved += len(vids)
         n = len(self.index)
         if n and self.index.is_hnsw:
-            dead = n - len(self.db.vector_ids())
-            if dead / n >= self.config.index.compact_ratio:
+            self._dead += len(vids)  # counted at open, then kept up to date: O(1) per forget
+            if self._dead / n >= self.config.index.compact_ratio:
                 self.rebuild()
 
     def catch_up(self) -> None:
@@ -143,6 +145,7 @@ class IndexKeeper:
 
     def rebuild(self) -> int:
         self.index = self._build()
+        self._dead = 0
         if not self.db.read_only:
             self.save()
         return len(self.index)

@@ -40,8 +40,11 @@ class Scope:
     user: str | None  # None: every user (administrators); otherwise the user plus shared facts
     as_of: float | None  # None: what is current now; else what was true at that unix time
 
-    def fact_sql(self, alias: str = "") -> tuple[str, list]:
-        p = alias + "." if alias else ""
+    def fact_sql(self, alias: str = "", lookup: bool = True) -> tuple[str, list]:
+        """WHERE fragment and parameters. ``lookup``: rows are already pinned by their id or another
+        index, so the filter columns are written ``+col`` to stop SQLite from scanning the per-user
+        index instead (which turned a 40-row id lookup into a scan of the user's facts: 9 ms at 100k)."""
+        p = ("+" if lookup else "") + (alias + "." if alias else "")
         where, params = [], []
         if self.user is not None:
             where.append(f"{p}user IN (?, '')")
@@ -53,8 +56,8 @@ class Scope:
             params += [self.as_of, self.as_of]
         return " AND ".join(where), params
 
-    def episode_sql(self, alias: str = "") -> tuple[str, list]:
-        p = alias + "." if alias else ""
+    def episode_sql(self, alias: str = "", lookup: bool = True) -> tuple[str, list]:
+        p = ("+" if lookup else "") + (alias + "." if alias else "")
         where, params = [f"{p}status='active'"], []
         if self.user is not None:
             where.append(f"{p}user=?")
@@ -138,7 +141,7 @@ class HybridSearcher:
         for table, kind, odd in (("facts", Kind.FACT, 0), ("episodes", Kind.EPISODE, 1)):
             if kind not in kinds:
                 continue
-            w, p = scope.fact_sql() if kind is Kind.FACT else scope.episode_sql()
+            w, p = scope.fact_sql(lookup=False) if kind is Kind.FACT else scope.episode_sql(lookup=False)
             cur = self.log.db.execute(f"SELECT vid, vector FROM {table} WHERE {w} AND vector IS NOT NULL", p)
             while rows := cur.fetchmany(20_000):
                 vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)

@@ -142,8 +142,6 @@ def test_no_longer_retracts(agent, llm):
     assert "Acme" not in prompt_facts(llm)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (agent/loop.py): _write_back only passes learned facts to "
-                   "tracker.apply_learned, so a retraction leaves the profile slot set")
 def test_retraction_clears_the_profile_slot(agent):
     agent.chat("I work at Acme.")
     assert agent.state.profile.get("works_at") == "acme"
