@@ -64,8 +64,13 @@ class EvalConfig:
     fake: bool = False  # HashEmbedder(64) + EchoLLM: fast, tests the harness not the models
     limit: int | None = None  # run only the first N scenarios (after the category filter)
     category: Category | None = None
+    # which fact extractor the agent uses (the scenario set decides the default)
+    extractor: str = "patterns"
 
     def __post_init__(self) -> None:
+        from agent.extract import ExtractorKind
+
+        object.__setattr__(self, "extractor", ExtractorKind.parse(self.extractor))
         if self.device not in ("auto", "cpu", "cuda"):
             raise BadInputError(f"device {self.device!r} is invalid; use auto, cpu or cuda")
         if self.limit is not None and self.limit < 1:
@@ -192,14 +197,15 @@ class Runtime:
             from agent.fakes import EchoLLM
 
             self.embedder, self.llm = HashEmbedder(64), EchoLLM()
-            self.agent_config = AgentConfig()
+            self.agent_config = AgentConfig(extractor=config.extractor)
         else:
             from agent.llm import CausalLM, LLMConfig
             from kb import EmbedderConfig, SentenceTransformerEmbedder
 
             llm_config = LLMConfig(model=config.model, device=config.device)
             self.embedder = SentenceTransformerEmbedder(EmbedderConfig(device=config.device))
-            self.llm, self.agent_config = CausalLM(llm_config), AgentConfig(llm=llm_config)
+            self.llm = CausalLM(llm_config)
+            self.agent_config = AgentConfig(llm=llm_config, extractor=config.extractor)
 
 
 # --------------------------------------------------------------------------- canonical triples
@@ -436,10 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="also write the full report here")
     ap.add_argument("--limit", type=int, metavar="N", help="run only the first N scenarios")
     ap.add_argument("--category", metavar="C", help=f"only one category: {', '.join(c.value for c in Category)}")
+    ap.add_argument("--extractor", default="patterns", choices=["patterns", "llm"],
+                    help="fact extractor: spaCy patterns (default) or LLM JSON triples")
     args = ap.parse_args(argv)
     try:
         config = EvalConfig(args.scenarios, args.model, args.device, args.fake, args.limit,
-                            Category.parse(args.category) if args.category else None)
+                            Category.parse(args.category) if args.category else None, args.extractor)
         report = evaluate(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except AgentError as e:
         print(f"agent.eval: error: {e}", file=sys.stderr)

@@ -106,6 +106,7 @@ class Agent:
         self.state: DialogueState
         self._history: list[Exchange] = []
         self.last_reply: Reply | None = None
+        self._turn_vector: tuple[str, object] | None = None  # (text, embedding) of the current turn
         self.switch_user(user)
 
     # ------------------------------------------------------------------ construction
@@ -236,11 +237,8 @@ class Agent:
             t1 = time.perf_counter()
             triples = self._extract(text, turn, ctx)
             t2 = time.perf_counter()
-            used = self.retriever.retrieve(text, turn, self.state, self.user) if self._wants_facts(turn) else []
-            facts = fit_facts([u.fact for u in used], self.config.prompt.fact_token_budget)
-            used = used[: len(facts)]
-            turn.used_fact_ids = [u.fact.id for u in used]
-            t3 = time.perf_counter()
+            used: list[UsedFact] = []
+            retrieval_time = 0.0
             learned: list[Fact] = []
             superseded: list[Fact] = []
             retracted: list[Fact] = []
@@ -256,6 +254,13 @@ class Agent:
                     pieces.append(reply)
                     yield reply
                 else:
+                    r0 = time.perf_counter()  # retrieval only when the model will answer
+                    if self._wants_facts(turn):
+                        used = self.retriever.retrieve(text, turn, self.state, self.user, self._vector(text))
+                    facts = fit_facts([u.fact for u in used], self.config.prompt.fact_token_budget)
+                    used = used[: len(facts)]
+                    turn.used_fact_ids = [u.fact.id for u in used]
+                    retrieval_time = time.perf_counter() - r0
                     g0 = time.perf_counter()
                     system = system_text(self.user, self.state.profile)
                     name = display_name(self.user, self.state.profile)
@@ -284,7 +289,7 @@ class Agent:
                 w1 = time.perf_counter()
                 self.last_reply = Reply(
                     reply_text, turn, tuple(used), tuple(learned), tuple(superseded + retracted),
-                    Timings(state=t1 - t0, retrieval=t3 - t2, generation=gen_time, extraction=t2 - t1,
+                    Timings(state=t1 - t0, retrieval=retrieval_time, generation=gen_time, extraction=t2 - t1,
                             write_back=w1 - w0),
                 )
 
@@ -305,6 +310,12 @@ class Agent:
             out = re.sub(rf"(?i)\b{re.escape(surface)}\b", shown[:1].upper() + shown[1:], out)
         return out
 
+    def _vector(self, text: str):
+        """The embedding of this turn's text, computed once and shared by search and the episode."""
+        if self._turn_vector is None or self._turn_vector[0] != text:
+            self._turn_vector = (text, self.kb.embedder.embed_query(text))
+        return self._turn_vector[1]
+
     def _wants_facts(self, turn: Turn) -> bool:
         return turn.intent not in (Intent.COMMAND, Intent.FEEDBACK)
 
@@ -319,7 +330,8 @@ class Agent:
         note = f"correction in turn {turn.index}" if turn.intent is Intent.CORRECTION else None
         episode_id = None
         if self.config.store_episodes and turn.intent in (Intent.STATEMENT, Intent.CORRECTION, Intent.QUESTION):
-            episode_id = self.kb.add_episode(text, user=self.user, speaker="user", source_id=source).id
+            episode_id = self.kb.add_episode(text, user=self.user, speaker="user", source_id=source,
+                                             vector=self._vector(text)).id
         learned: list[Fact] = []
         superseded: list[Fact] = []
         retracted: list[Fact] = []

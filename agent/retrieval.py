@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import numpy as np
 from typing import TYPE_CHECKING
 
 from agent.errors import BadInputError
@@ -112,7 +114,10 @@ class Retriever:
             out = re.sub(rf"(?i)\b{re.escape(surface)}\b", entity, out)
         return out
 
-    def retrieve(self, text: str, turn: "Turn", state: "DialogueState", user: str) -> list[UsedFact]:
+    def retrieve(self, text: str, turn: "Turn", state: "DialogueState", user: str,
+                 text_vector: np.ndarray | None = None) -> list[UsedFact]:
+        """Up to k facts for this turn, best first. ``text_vector`` is the embedding of ``text``, used
+        when resolving references left the query unchanged (saves one embedding per turn)."""
         cfg = self.config
         scores: dict[str, float] = {}
         why: dict[str, str] = {}
@@ -125,7 +130,8 @@ class Retriever:
 
         query = self.query_text(text, turn)
         try:
-            hits = self.kb.search(query, k=cfg.k * 2, user=user, kinds=["fact"])
+            qv = text_vector if query == text else None
+            hits = self.kb.search(query, k=cfg.k * 2, user=user, kinds=["fact"], query_vector=qv)
         except KBError:
             hits = []
         for h in hits:

@@ -227,8 +227,11 @@ class KnowledgeBase:
             return [replace(r, fact=self._log.fact(r.fact.id) or r.fact) for r in results]
 
     def add_episode(self, text: str, *, user: str, speaker: str = "user", source_id: str | None = None,
-                    time: object = None) -> Episode:
-        """Store a raw utterance (deduplicated by content, speaker, user, source and time)."""
+                    time: object = None, vector: np.ndarray | None = None) -> Episode:
+        """Store a raw utterance (deduplicated by content, speaker, user, source and time).
+
+        ``vector`` (dim,) may carry the text's embedding when the caller already computed it.
+        """
         with self._mutex:
             self._writable()
             body = clean_text(text, "episode text")
@@ -240,7 +243,9 @@ class KnowledgeBase:
             existing = self._log.episode(ep.id)
             if existing is not None:
                 return existing
-            vec = self.embedder.embed_query(body)
+            if vector is not None and np.shape(vector) != (self.manifest.embedder_dim,):
+                raise InvalidInputError(f"episode vector has shape {np.shape(vector)}; expected ({self.manifest.embedder_dim},)")
+            vec = np.asarray(vector, dtype=np.float32) if vector is not None else self.embedder.embed_query(body)
             self._log.begin()
             try:
                 rowid = self._log.insert_episode(ep, vec)
