@@ -296,16 +296,18 @@ class Agent:
     def _spell_out(self, text: str, turn: Turn) -> str:
         """Replace pronouns and possessive chains by the entities' names: 'my sister's husband' -> 'John'.
 
-        First-person words and a single "my X" are left to ``third_person`` ("my sister" -> "Sam's
-        sister"), which keeps the relation the question asks about and matches how facts are written.
+        First-person words are left to ``third_person``, and so is a single "my X" when the question
+        asks who X is ("who is my sister?" -> "who is Sam's sister?"); otherwise "where does my sister
+        live?" becomes "where does Mary live?", the form in which the fact is written.
         """
         out = text
         for surface, entity in sorted(turn.references.items(), key=lambda kv: -len(kv[0])):
             low = surface.lower()
             if low in _FIRST_PERSON or len(surface) < 2:
                 continue
-            if low.startswith(("my ", "mine ")) and "'s " not in low and "’s " not in low:
-                continue
+            if (low.startswith(("my ", "mine ")) and "'s " not in low and "’s " not in low
+                    and _ASKS_IDENTITY.search(text)):
+                continue  # "who is my sister?" asks the relation itself: keep it for third_person
             shown = self.kb._log.entity_display(self.kb.resolve(entity)) or entity
             out = re.sub(rf"(?i)\b{re.escape(surface)}\b", shown[:1].upper() + shown[1:], out)
         return out
@@ -379,6 +381,7 @@ def _acknowledge(learned: list[Fact], superseded: list[Fact], retracted: list[Fa
     return " ".join(parts)
 
 
+_ASKS_IDENTITY = re.compile(r"(?i)\b(?:who|whom|name|called)\b")
 _FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
 
