@@ -139,7 +139,7 @@ class Retriever:
                     and h.keyword_rank is None and not h.via_entities)
             if h.fact is not None and not weak:
                 offer(h.fact, h.score, "search")
-        entities = state.entities()[: cfg.max_entities]
+        entities = self._ordered_entities(state, turn, user)[: cfg.max_entities]
         for rank_e, ent in enumerate(entities):
             for rank, f in enumerate(self._facts_about(ent, user, cfg.per_entity)):
                 offer(f, 1.0 / (_RRF + rank + 1) / (1 + rank_e), f"entity:{ent}")
@@ -156,6 +156,16 @@ class Retriever:
                 scores[fid] += cfg.relation_bonus * relation_cue(words, f.relation)
         ranked = sorted(facts.values(), key=lambda f: (-scores[f.id], f.id))[: cfg.k]
         return [UsedFact(i, f, scores[f.id], why[f.id]) for i, f in enumerate(ranked, start=1)]
+
+    def _ordered_entities(self, state: "DialogueState", turn: "Turn", user: str) -> list[str]:
+        """State entities, with the user's own entity after the others this turn names: in "where does
+        my sister live?" the question is about the sister, not about the user who owns her."""
+        ents = state.entities()
+        me = self.kb.resolve(user)
+        named = {self.kb.resolve(e) for e in turn.references.values()} | {self.kb.resolve(m.entity) for m in turn.mentions}
+        if named - {me}:
+            ents = sorted(ents, key=lambda e: self.kb.resolve(e) == me)  # stable: others keep their order
+        return ents
 
     def _facts_about(self, entity: str, user: str, limit: int) -> list[Fact]:
         try:
