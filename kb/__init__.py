@@ -5,7 +5,8 @@ from kb.errors import (ImportFormatError, IncompatibleKBError, IntegrityError, I
                        KBLockedError, NotFoundError)
 from kb.facts import SHARED, Episode, Fact, Hit, Kind, Source, Status
 from kb.index import IndexConfig, IndexKind
-from kb.store import HistoryEvent, KnowledgeBase
+from kb.store import KnowledgeBase
+from kb.views import HistoryEvent
 
 __all__ = [
     "AddResult", "Embedder", "EmbedderConfig", "Episode", "Fact", "HashEmbedder", "Hit", "HistoryEvent",

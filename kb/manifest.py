@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kb.errors import IncompatibleKBError
 from kb.index import write_json_atomic
+
+if TYPE_CHECKING:
+    from kb.embeddings import Embedder
 
 #: format of the directory layout this software writes
 FORMAT_VERSION = 1
@@ -79,3 +82,15 @@ def load(directory: Path) -> Manifest | None:
 
 def save(directory: Path, manifest: Manifest) -> None:
     write_json_atomic(directory / MANIFEST, manifest.to_dict())
+
+
+def check_embedder(man: Manifest, emb: "Embedder", path: Path) -> None:
+    """Refuse an embedder whose vectors are not comparable with the ones this KB stores."""
+    if emb.dim != man.embedder_dim:
+        raise IncompatibleKBError(
+            f"embedder {emb.id!r} has dimension {emb.dim}, but {path} was built with {man.embedder_id!r} "
+            f"of dimension {man.embedder_dim}; use that embedder, or re-embed with `kgrow kb rebuild --reembed`")
+    if emb.id != man.embedder_id:
+        raise IncompatibleKBError(
+            f"embedder {emb.id!r} differs from {man.embedder_id!r} that built {path}; their vectors are not "
+            "comparable. Use the original embedder, or re-embed with `kgrow kb rebuild --reembed`")

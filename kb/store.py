@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,20 +23,11 @@ from kb.maintenance import IndexKeeper
 from kb.writer import key_active, prepare, write_one
 from kb.schema import DEFAULT_ALIASES, DEFAULT_SINGLE_VALUED
 from kb.search import HybridSearcher, Scope, mentioned_entities
+from kb.views import HistoryEvent, unknown_entity
 
 log = logging.getLogger("kgrow.kb")
 DB_FILE = "kb.sqlite"
 _DIGITS = re.compile(r"\d+")
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    """One change in a fact's life: created, restated, superseded, forgotten, confidence..."""
-
-    time: float
-    event: str
-    fact_id: str
-    detail: str | None
 
 
 class KnowledgeBase:
@@ -93,7 +84,7 @@ class KnowledgeBase:
                 stamp = iso(now())
                 man = manifest_mod.Manifest(manifest_mod.FORMAT_VERSION, embedder.id, embedder.dim, stamp, stamp)
             elif embedder is not None and not allow_embedder_change:
-                _check_embedder(man, embedder, path)
+                manifest_mod.check_embedder(man, embedder, path)
             db = FactLog(path / DB_FILE, read_only=read_only)
             if not read_only and manifest_mod.load(path) is None:
                 db.begin()
@@ -142,7 +133,7 @@ class KnowledgeBase:
         """The embedder; loaded on first use from the manifest's id when none was given."""
         if self._embedder is None:
             emb = SentenceTransformerEmbedder(EmbedderConfig(model=self.manifest.embedder_id))
-            _check_embedder(self.manifest, emb, self.path)
+            manifest_mod.check_embedder(self.manifest, emb, self.path)
             self._embedder = emb
         return self._embedder
 
@@ -282,7 +273,7 @@ class KnowledgeBase:
             elif entity is not None:
                 name = self.resolve(clean_text(entity, "entity"))
                 if self._log.entity_display(name) is None:
-                    raise NotFoundError(_unknown_entity(self._log, name))
+                    raise NotFoundError(unknown_entity(self._log, name))
                 where, params = "(subject=? OR object=?)", [name, name]
                 if user is not None:
                     where += " AND user=?"
@@ -514,23 +505,3 @@ class KnowledgeBase:
             self._single = {r for r, s in self._log.relations().items() if s}
             self._graph_cache = None
             return result
-
-
-def _check_embedder(man: manifest_mod.Manifest, emb: Embedder, path: Path) -> None:
-    if emb.dim != man.embedder_dim:
-        raise IncompatibleKBError(
-            f"embedder {emb.id!r} has dimension {emb.dim}, but {path} was built with {man.embedder_id!r} "
-            f"of dimension {man.embedder_dim}; use that embedder, or re-embed with `kgrow kb rebuild --reembed`")
-    if emb.id != man.embedder_id:
-        raise IncompatibleKBError(
-            f"embedder {emb.id!r} differs from {man.embedder_id!r} that built {path}; their vectors are not "
-            "comparable. Use the original embedder, or re-embed with `kgrow kb rebuild --reembed`")
-
-
-def _unknown_entity(db: FactLog, name: str) -> str:
-    import difflib
-
-    names = [r[0] for r in db.db.execute("SELECT name FROM entities LIMIT 20000")]
-    close = difflib.get_close_matches(name, names, n=5)
-    hint = f"; did you mean: {', '.join(close)}" if close else ""
-    return f"unknown entity {name!r}{hint}"

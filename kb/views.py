@@ -8,6 +8,7 @@ from kb.errors import NotFoundError
 from kb.facts import Fact, clean_text
 
 if TYPE_CHECKING:
+    from kb.log import FactLog
     from kb.store import KnowledgeBase
 
 
@@ -63,12 +64,30 @@ def entity_profile(kb: "KnowledgeBase", name: str, user: str | None) -> EntityPr
     norm = kb.resolve(clean_text(name, "entity"))
     display = kb._log.entity_display(norm)
     if display is None:
-        from kb.store import _unknown_entity
-
-        raise NotFoundError(_unknown_entity(kb._log, norm))
+        raise NotFoundError(unknown_entity(kb._log, norm))
     facts = kb.facts(user=user, entity=norm, history=True)
     current = tuple(f for f in facts if f.status.value == "active")
     past = tuple(f for f in facts if f.status.value == "superseded")
     aliases = tuple(sorted(a for a, c in kb._aliases.items() if c == norm))
     neighbours = tuple(dict.fromkeys(f.object if f.subject == norm else f.subject for f in current))
     return EntityProfile(norm, display, aliases, current, past, neighbours)
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One change in a fact's life: created, restated, superseded, forgotten, confidence..."""
+
+    time: float
+    event: str
+    fact_id: str
+    detail: str | None
+
+
+def unknown_entity(db: "FactLog", name: str) -> str:
+    """The error message for an entity name the KB does not know, with close matches."""
+    import difflib
+
+    names = [r[0] for r in db.db.execute("SELECT name FROM entities LIMIT 20000")]
+    close = difflib.get_close_matches(name, names, n=5)
+    hint = f"; did you mean: {', '.join(close)}" if close else ""
+    return f"unknown entity {name!r}{hint}"
