@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,7 +92,7 @@ def overhead(n_facts: int, turns: int) -> dict:
 
 
 def kv_reuse(turns: Sequence[int], device: str) -> dict:
-    from agent.llm import CausalLM, LLMConfig, Message
+    from agent.llm import CausalLM, LLMConfig
     from agent.prompt import Exchange, build_messages, system_text, trim_history
     from kb.facts import Fact, Status
 
