@@ -66,6 +66,8 @@ class EvalConfig:
     category: Category | None = None
     # which fact extractor the agent uses (the scenario set decides the default)
     extractor: str = "patterns"
+    # knowledge fusion: "off" (facts as text), "on" (fused and cited as text), "only" (fused, not cited)
+    fusion: str = "off"
 
     def __post_init__(self) -> None:
         from agent.extract import ExtractorKind
@@ -73,6 +75,8 @@ class EvalConfig:
         object.__setattr__(self, "extractor", ExtractorKind.parse(self.extractor))
         if self.device not in ("auto", "cpu", "cuda"):
             raise BadInputError(f"device {self.device!r} is invalid; use auto, cpu or cuda")
+        if self.fusion not in ("off", "on", "only"):
+            raise BadInputError(f"fusion {self.fusion!r} is invalid; use off, on or only")
         if self.limit is not None and self.limit < 1:
             raise BadInputError(f"limit={self.limit} must be >= 1")
 
@@ -205,7 +209,10 @@ class Runtime:
             llm_config = LLMConfig(model=config.model, device=config.device)
             self.embedder = SentenceTransformerEmbedder(EmbedderConfig(device=config.device))
             self.llm = CausalLM(llm_config)
-            self.agent_config = AgentConfig(llm=llm_config, extractor=config.extractor)
+            from agent.fuser import AgentFusionConfig
+
+            fusion = AgentFusionConfig(mode="off" if config.fusion == "off" else "on", with_text=config.fusion != "only")
+            self.agent_config = AgentConfig(llm=llm_config, extractor=config.extractor, fusion=fusion)
 
 
 # --------------------------------------------------------------------------- canonical triples
@@ -444,10 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--category", metavar="C", help=f"only one category: {', '.join(c.value for c in Category)}")
     ap.add_argument("--extractor", default="patterns", choices=["patterns", "llm"],
                     help="fact extractor: spaCy patterns (default) or LLM JSON triples")
+    ap.add_argument("--fusion", default="off", choices=["off", "on", "only"],
+                    help="knowledge fusion: off (facts as text, default), on (fused + text), only (fused, no text)")
     args = ap.parse_args(argv)
     try:
         config = EvalConfig(args.scenarios, args.model, args.device, args.fake, args.limit,
-                            Category.parse(args.category) if args.category else None, args.extractor)
+                            Category.parse(args.category) if args.category else None, args.extractor, args.fusion)
         report = evaluate(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except AgentError as e:
         print(f"agent.eval: error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@ that reuses the KV cache of the longest common token prefix with the previous ca
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -226,6 +227,8 @@ class CausalLM:
         self._lock = threading.Lock()
         self._stats = GenerationStats()
         self.hidden_size = int(self.model.config.hidden_size)
+        self.fusion = None  # agent.fusion.FusedModel once an adapter is attached
+        self._cache_clean = 0  # leading cached tokens computed without knowledge fused in
 
     @property
     def id(self) -> str:
@@ -238,6 +241,41 @@ class CausalLM:
     def reset_cache(self) -> None:
         with self._lock:
             self._cache, self._cache_ids = None, []
+
+    # ----------------------------------------------------------------- knowledge fusion
+
+    def attach_fusion(self, adapter):
+        """Fuse knowledge through ``adapter`` (agent.fusion) from now on; returns the FusedModel."""
+        from agent.fusion import FusedModel
+
+        with self._lock:
+            if self.fusion is not None:
+                self.fusion.detach()
+            self.fusion = FusedModel(self.model, adapter, self.value_token_ids)
+            return self.fusion
+
+    def value_token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text as the start of a reply (the fusion adapter's copy path)."""
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def detach_fusion(self) -> None:
+        with self._lock:
+            if self.fusion is not None:
+                self.fusion.detach()
+                self.fusion = None
+
+    def fusion_start(self, messages: Sequence[Message]) -> int:
+        """The token position where the last message starts: knowledge is fused from there on, so the
+        system prompt and the history are encoded exactly as without fusion (and stay cacheable)."""
+        if len(messages) < 2:
+            return 0
+        msgs = [{"role": m.role, "content": self._defuse(m.content)} for m in messages[:-1]]
+        if self.tokenizer.chat_template:
+            ids = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=False, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return len(ids)
+        return len(self.tokenizer("".join(f"{m['role']}: {m['content']}\n" for m in msgs))["input_ids"])
 
     # ----------------------------------------------------------------- prompts
 
@@ -262,18 +300,32 @@ class CausalLM:
 
     # ----------------------------------------------------------------- generation
 
-    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
-        return self.stream_ids(self.chat_ids(messages), max_new_tokens)
+    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None,
+               knowledge=None) -> Iterator[str]:
+        """Greedy reply to ``messages``; ``knowledge`` (agent.fusion.KnowledgeTokens, its ``start``
+        ignored) is fused from the last message on when a fusion adapter is attached."""
+        if knowledge is not None and self.fusion is not None:
+            from dataclasses import replace as _replace
+
+            knowledge = _replace(knowledge, start=self.fusion_start(messages))
+        return self.stream_ids(self.chat_ids(messages), max_new_tokens, knowledge=knowledge)
 
     def complete(self, prompt: str, max_new_tokens: int = 128) -> str:
         ids = self.tokenizer(prompt)["input_ids"]
         return "".join(self.stream_ids(list(ids), max_new_tokens, reuse=False))
 
-    def stream_ids(self, prompt_ids: list[int], max_new_tokens: int | None = None, reuse: bool = True) -> Iterator[str]:
-        """Greedy decoding; encodes only the part of ``prompt_ids`` not already in the KV cache."""
+    def stream_ids(self, prompt_ids: list[int], max_new_tokens: int | None = None, reuse: bool = True,
+                   knowledge=None) -> Iterator[str]:
+        """Greedy decoding; encodes only the part of ``prompt_ids`` not already in the KV cache.
+
+        With ``knowledge`` and an attached fusion adapter, positions from ``knowledge.start`` on read
+        the knowledge tokens; cached positions computed with knowledge are never reused.
+        """
         torch = self._torch
         limit = max_new_tokens or self.config.max_new_tokens
-        with self._lock, torch.inference_mode():
+        fused = knowledge is not None and len(knowledge) > 0 and self.fusion is not None and self.fusion.enabled
+        context = self.fusion.knowledge(knowledge) if fused else contextlib.nullcontext()
+        with self._lock, torch.inference_mode(), context:
             t0 = time.perf_counter()
             cache, reused = self._reusable(prompt_ids) if reuse else (None, 0)
             stats = GenerationStats(prompt_tokens=len(prompt_ids), reused_tokens=reused,
@@ -323,6 +375,7 @@ class CausalLM:
                     if consistent:
                         # the cache holds seq minus the last token fed back (or all of it after an early stop)
                         self._cache, self._cache_ids = cache, seq[:cache.get_seq_length()]
+                        self._cache_clean = min(knowledge.start, len(self._cache_ids)) if fused else len(self._cache_ids)
                     else:
                         self._cache, self._cache_ids = None, []
                 stats.seconds = time.perf_counter() - t0
@@ -332,7 +385,7 @@ class CausalLM:
         if self._cache is None or not self._cache_ids:
             return None, 0
         n = 0
-        limit = min(len(prompt_ids) - 1, len(self._cache_ids))
+        limit = min(len(prompt_ids) - 1, len(self._cache_ids), self._cache_clean)
         while n < limit and prompt_ids[n] == self._cache_ids[n]:
             n += 1
         if n == 0:

@@ -13,10 +13,19 @@ from typing import Iterator
 
 from agent.errors import BadInputError, StateError
 from agent.extract import ExtractionContext, Extractor, ExtractorKind, LLMExtractor, PatternExtractor, Triple
+from agent.feedback import (Candidate, FeedbackConfig, FeedbackResult, FeedbackRound, FeedbackSignal, Rating,
+                            apply_feedback)
 from agent.intent import Intent
-from agent.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig
+from agent.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig, Message
+from agent.preference import PreferenceMatch, find_preferences
+from agent.preference import acknowledge as acknowledge_preferences
+from agent.preference import apply as apply_preferences
+from agent.profile import (PREFERENCE_RELATIONS, Generation, Profile, ProfileConfig, ProfileStore, generation,
+                           known_slots)
 from agent.prompt import (Exchange, PromptConfig, build_messages, display_name, fit_facts, system_text,
                           third_person, trim_history)
+from agent.fuser import AgentFusionConfig, FusedFact, Fuser
+from agent.fusion import FusionMode
 from agent.retrieval import RetrievalConfig, Retriever, UsedFact
 from agent.state import DialogueState, StateTracker, Turn
 from kb import KBConfig, KnowledgeBase, NewFact
@@ -44,8 +53,14 @@ class AgentConfig:
     # store every user utterance as an episode (the evidence facts link to)
     store_episodes: bool = True
     # stop generating after this many sentences: answers are meant to be short, and small models
-    # drift once they have answered (0 = no limit)
+    # drift once they have answered (0 = no limit); a user's "short"/"detailed" preference overrides it
     max_sentences: int = 2
+    # generation limits for the answer-length preferences
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    # how ratings and corrections move confidences, and how a rejected answer is regenerated
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    # knowledge fusion: retrieved facts fused into the model's hidden states (agent/fuser.py)
+    fusion: AgentFusionConfig = field(default_factory=AgentFusionConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extractor", ExtractorKind.parse(self.extractor))
@@ -79,18 +94,24 @@ class Reply:
     learned_facts: tuple[Fact, ...]  # new facts stored from the user's message
     superseded_facts: tuple[Fact, ...]  # facts those replaced or retracted
     timings: Timings = Timings()
+    rounds: tuple[FeedbackRound, ...] = ()  # feedback regenerations that led to this text, oldest first
+    fused: tuple[FusedFact, ...] = ()  # knowledge tokens the model read, most attended first
 
 
 class Agent:
     """A chat agent for one user over one knowledge base; thread-safe (one lock per agent)."""
 
     def __init__(self, kb: KnowledgeBase, llm: LanguageModel, user: str, config: AgentConfig | None = None,
-                 nlp=None, owns_kb: bool = False):
+                 nlp=None, owns_kb: bool = False, fusion: FusionMode | str | None = None):
+        """``fusion`` (auto/on/off) overrides ``config.fusion.mode``."""
         self.config = config or AgentConfig()
+        if fusion is not None:
+            self.config = replace(self.config, fusion=replace(self.config.fusion, mode=FusionMode.parse(fusion)))
         self.kb = kb
         self.llm = llm
         self._owns_kb = owns_kb
         self._lock = threading.RLock()
+        self.adapter = None  # agent.adapters.AdapterHandle of a LoRA adapter attached by open(adapter=...)
         if nlp is None:
             from agent.nlp import load_nlp
 
@@ -98,12 +119,15 @@ class Agent:
         self._nlp = nlp
         self.tracker = StateTracker(nlp, self._known_entities, self._lookup_for_current_user, resolve=kb.resolve)
         self.retriever = Retriever(kb, self.config.retrieval)
+        self.fuser = Fuser(llm, kb, self.config.fusion)
         self.extractor: Extractor = (
             PatternExtractor(nlp) if self.config.extractor is ExtractorKind.PATTERNS
             else LLMExtractor(lambda prompt: llm.complete(prompt, max_new_tokens=160))
         )
         self.user = ""
         self.state: DialogueState
+        self.profiles = ProfileStore(kb.path)  # per-user preferences under KB_DIR/profiles/
+        self._profile: Profile  # the active user's stored preferences (slots live in state.profile)
         self._history: list[Exchange] = []
         self.last_reply: Reply | None = None
         self._turn_vector: tuple[str, object] | None = None  # (text, embedding) of the current turn
@@ -114,8 +138,13 @@ class Agent:
     @classmethod
     def open(cls, kb_dir: str | Path | None = None, *, user: str = "me", model: str = PACKAGED_SMOLLM,
              device: str = "auto", config: AgentConfig | None = None, embedder=None,
-             llm: LanguageModel | None = None) -> "Agent":
-        """Open the KB at ``kb_dir`` (default: kgrow's data directory) and load the model."""
+             llm: LanguageModel | None = None, adapter: str | None = None,
+             fusion: FusionMode | str | None = None) -> "Agent":
+        """Open the KB at ``kb_dir`` (default: kgrow's data directory) and load the model.
+
+        ``adapter``: a LoRA adapter from `kgrow learn` to attach to the model (``latest`` or ``vN`` of
+        ``user``'s adapters in this KB, or an adapter directory); ``agent.adapter`` turns it off and on.
+        """
         from agent.paths import default_kb_dir
 
         config = config or AgentConfig()
@@ -126,13 +155,20 @@ class Agent:
         try:
             kb.embedder  # load it now rather than in the middle of the first reply
             lm = llm if llm is not None else CausalLM(config.llm)
-            return cls(kb, lm, user, config, owns_kb=True)
+            agent = cls(kb, lm, user, config, owns_kb=True, fusion=fusion)
+            if adapter is not None:
+                from agent.adapters import AdapterStore, attach
+
+                agent.adapter = attach(lm, AdapterStore(kb.path).resolve(adapter, agent.user))
+            return agent
         except BaseException:
             kb.close()
             raise
 
     def close(self) -> None:
         with self._lock:
+            if self.adapter is not None:
+                self.adapter.off()  # a model the caller passed in goes back as it came
             self._save_state()
             if self._owns_kb:
                 self.kb.close()
@@ -153,11 +189,14 @@ class Agent:
         """Make ``user`` the active user, resuming their saved session if there is one."""
         with self._lock:
             who = clean_user(user)
+            profile = self.profiles.load(who)  # an unreadable profile stops the switch before anything changes
             if self.user:
                 self._save_state()
             self.kb.ensure_user(who)
             self.user = who
             self.state = self._load_state(who) or DialogueState.new(who, uuid.uuid4().hex[:8])
+            self.state.profile = known_slots(self.kb, who)  # the KB is the truth (facts may be forgotten meanwhile)
+            self._profile = profile
             self._history = [Exchange(t.text, t.reply) for t in self.state.turns if t.reply is not None]
             self._history = trim_history(self._history, self.config.prompt.history_turns)
             reset = getattr(self.llm, "reset_cache", None)
@@ -168,12 +207,26 @@ class Agent:
         """Start a fresh conversation (the knowledge base is kept)."""
         with self._lock:
             self.state = DialogueState.new(self.user, uuid.uuid4().hex[:8])
+            self.state.profile = known_slots(self.kb, self.user)
             self._history = []
             self.last_reply = None
             reset = getattr(self.llm, "reset_cache", None)
             if reset is not None:
                 reset()
             self._save_state()
+
+    @property
+    def profile(self) -> Profile:
+        """The active user's profile: stored preferences plus the slots known from their facts."""
+        return replace(self._profile, slots=dict(self.state.profile))
+
+    def set_profile(self, profile: Profile) -> None:
+        """Store the active user's preferences (``profile.slots`` are ignored) and use them from the next reply."""
+        with self._lock:
+            if profile.user != self.user:
+                raise BadInputError(f"this profile belongs to {profile.user!r}, not to the active user {self.user!r}")
+            self.profiles.save(profile.preferences())  # raises on failure; the old profile stays in force
+            self._profile = profile.preferences()
 
     def _load_state(self, user: str) -> DialogueState | None:
         path = self._state_path(user)
@@ -229,55 +282,83 @@ class Agent:
             raise BadInputError(str(e)) from None
         return self._turn(message)
 
+    def feedback(self, rating: Rating | int | str | None = None, correction: str | None = None,
+                 note: str | None = None) -> FeedbackResult:
+        """Rate (1..5, "good", "bad"), correct or comment on the last reply (agent/feedback.py has the rules).
+
+        A correction is stored like a user statement (its facts supersede what they contradict); the
+        facts the reply used lose confidence for a bad rating and gain it for a good one; a bad rating
+        of a generated answer regenerates it, and the new answer becomes ``last_reply`` (with the
+        rounds in ``Reply.rounds``). Raises BadInputError, changing nothing, for no previous reply, an
+        empty correction or note, a rating out of range, or no feedback at all.
+        """
+        with self._lock:
+            return apply_feedback(self, rating, correction, note)
+
+    def _candidates(self, messages: list[Message], signal: FeedbackSignal) -> list[Candidate]:
+        """Candidate answers for one feedback round; all regeneration goes through here.
+
+        This is where the fusion context is applied: the fusion module wraps this call to inject
+        ``signal.vector`` (the feedback vector) as extra "feedback" knowledge tokens while the
+        candidates are generated. Candidates come back unscored; feedback.rerank scores them.
+        """
+        from agent.candidates import generate_candidates
+
+        cfg = self.config.feedback
+        limits = self._limits()
+        return generate_candidates(self.llm, messages, n=cfg.candidates, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
+                                   max_sentences=limits.max_sentences, seed=cfg.seed + signal.round)
+
     def _turn(self, text: str) -> Iterator[str]:
         with self._lock:
             t0 = time.perf_counter()
             turn = self.tracker.update(self.state, self.user, text, time.time())
             ctx = self.tracker.context_for(self.state, turn)
             t1 = time.perf_counter()
-            triples = self._extract(text, turn, ctx)
+            prefs, prefs_ack = self._preferences(text, turn)
+            triples = self._extract(prefs.rest if prefs.changes else text, turn, ctx)
             t2 = time.perf_counter()
             used: list[UsedFact] = []
+            fused: tuple[FusedFact, ...] = ()
             retrieval_time = 0.0
             learned: list[Fact] = []
             superseded: list[Fact] = []
             retracted: list[Fact] = []
             pieces: list[str] = []
             gen_time = 0.0
-            written = False
+            written = bool(prefs.changes) and not triples  # a preference is no world fact: no episode either
             try:
                 if triples and turn.intent in (Intent.STATEMENT, Intent.CORRECTION) and self.config.template_acknowledgements:
                     learned, superseded, retracted = self._write_back(text, turn, triples)
                     written = True
-                if learned or superseded or retracted:
-                    reply = _acknowledge(learned, superseded, retracted)
+                if learned or superseded or retracted or prefs_ack:
+                    reply = " ".join(p for p in (prefs_ack, _acknowledge(learned, superseded, retracted)) if p)
                     pieces.append(reply)
                     yield reply
                 else:
                     r0 = time.perf_counter()  # retrieval only when the model will answer
-                    if self._wants_facts(turn):
-                        used = self.retriever.retrieve(text, turn, self.state, self.user, self._vector(text))
-                    facts = fit_facts([u.fact for u in used], self.config.prompt.fact_token_budget)
-                    used = used[: len(facts)]
+                    used = self._facts_for(text, turn)
                     turn.used_fact_ids = [u.fact.id for u in used]
                     retrieval_time = time.perf_counter() - r0
                     g0 = time.perf_counter()
-                    system = system_text(self.user, self.state.profile)
-                    name = display_name(self.user, self.state.profile)
-                    asked = third_person(self._spell_out(text, turn), name) if turn.intent is Intent.QUESTION else text
-                    messages = build_messages(system, self._history, facts, asked, name)
-                    stream = self.llm.stream(messages)
+                    messages = self._prompt_for(text, turn, used, self._history)
+                    limits = self._limits()
+                    knowledge = self.fuser.tokens([u.fact for u in used], self._asked(text, turn))
+                    stream = (self.llm.stream(messages, max_new_tokens=limits.max_new_tokens, knowledge=knowledge)
+                              if knowledge is not None else self.llm.stream(messages, max_new_tokens=limits.max_new_tokens))
                     try:
                         for piece in stream:
                             pieces.append(piece)
                             yield piece
-                            if self.config.max_sentences and _sentences("".join(pieces)) >= self.config.max_sentences:
+                            if limits.max_sentences and _sentences("".join(pieces)) >= limits.max_sentences:
                                 break
                     finally:
                         close = getattr(stream, "close", None)
                         if close is not None:
                             close()
                     gen_time = time.perf_counter() - g0
+                    fused = self.fuser.read(knowledge)
             finally:
                 w0 = time.perf_counter()
                 if not written:
@@ -290,7 +371,7 @@ class Agent:
                 self.last_reply = Reply(
                     reply_text, turn, tuple(used), tuple(learned), tuple(superseded + retracted),
                     Timings(state=t1 - t0, retrieval=retrieval_time, generation=gen_time, extraction=t2 - t1,
-                            write_back=w1 - w0),
+                            write_back=w1 - w0), fused=fused,
                 )
 
     def _spell_out(self, text: str, turn: Turn) -> str:
@@ -318,18 +399,59 @@ class Agent:
             self._turn_vector = (text, self.kb.embedder.embed_query(text))
         return self._turn_vector[1]
 
+    def _facts_for(self, text: str, turn: Turn) -> list[UsedFact]:
+        """The facts retrieved to answer ``text`` (of ``turn``), cut to the prompt's fact budget."""
+        if not self._wants_facts(turn):
+            return []
+        used = self.retriever.retrieve(text, turn, self.state, self.user, self._vector(text))
+        return used[: len(fit_facts([u.fact for u in used], self.config.prompt.fact_token_budget))]
+
+    def _prompt_for(self, text: str, turn: Turn, used: list[UsedFact], history: list[Exchange]) -> list[Message]:
+        """The messages the model answers ``text`` from: system, ``history``, the numbered ``used`` facts, the text."""
+        profile = self.profile
+        cited = [u.fact for u in used] if self.fuser.cites_text else []
+        return build_messages(system_text(profile), history, cited, self._asked(text, turn), display_name(profile))
+
+    def _asked(self, text: str, turn: Turn) -> str:
+        """The user's message as the model is asked it: a question in the third person, names spelled out."""
+        if turn.intent is not Intent.QUESTION:
+            return text
+        return third_person(self._spell_out(text, turn), display_name(self.profile))
+
+    def _limits(self) -> Generation:
+        """How long the active user's answers may be (their length preference, else the config)."""
+        return generation(self.profile, self.config.profile, self.config.max_sentences)
+
     def _wants_facts(self, turn: Turn) -> bool:
         return turn.intent not in (Intent.COMMAND, Intent.FEEDBACK)
+
+    def _preferences(self, text: str, turn: Turn) -> tuple[PreferenceMatch, str]:
+        """Apply and store the preferences stated in ``text``; returns them and their acknowledgement."""
+        if turn.intent is Intent.COMMAND:
+            return PreferenceMatch((), text), ""
+        found = find_preferences(text, self._profile)
+        if not found.changes:
+            return found, ""
+        before = self._profile
+        after = apply_preferences(before, found.changes)
+        if after != before:
+            self.set_profile(after)
+        return found, acknowledge_preferences(before, after)
 
     def _extract(self, text: str, turn: Turn, ctx: ExtractionContext) -> list[Triple]:
         if turn.intent not in (Intent.STATEMENT, Intent.CORRECTION):
             return []
-        return self.extractor.extract(text, ctx, doc=self.tracker.last_doc)
+        doc = self.tracker.last_doc  # the parse of the whole message; text may be what preferences left
+        triples = self.extractor.extract(text, ctx, doc=doc if doc is not None and doc.text == text else None)
+        # how to answer belongs to the profile (agent.preference), never to the user's world facts
+        return [t for t in triples if t.relation not in PREFERENCE_RELATIONS]
 
-    def _write_back(self, text: str, turn: Turn, triples: list[Triple]) -> tuple[list[Fact], list[Fact], list[Fact]]:
+    def _write_back(self, text: str, turn: Turn, triples: list[Triple],
+                    note: str | None = None) -> tuple[list[Fact], list[Fact], list[Fact]]:
         """Store the utterance and its facts with provenance; retract negated ones. Idempotent per turn."""
         source = f"{self.state.session_id}/turn/{turn.index}"
-        note = f"correction in turn {turn.index}" if turn.intent is Intent.CORRECTION else None
+        if note is None and turn.intent is Intent.CORRECTION:
+            note = f"correction in turn {turn.index}"
         episode_id = None
         if self.config.store_episodes and turn.intent in (Intent.STATEMENT, Intent.CORRECTION, Intent.QUESTION):
             episode_id = self.kb.add_episode(text, user=self.user, speaker="user", source_id=source,

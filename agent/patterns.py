@@ -12,7 +12,8 @@ What it reads (one clause at a time: the sentence root, its coordinated clauses,
 - "I have a dog named Rex" -> (alice, has_pet, dog), (alice, pet_name, Rex) and (Rex, is_a, dog):
   the pet's name hangs off the owner so "what is my dog called" finds it, and the is_a fact ties
   the name to the species; "I have a sister named Mary" -> (alice, sister, Mary);
-- answer-style and language preferences: "keep answers short" -> (alice, answer_style, short).
+- answer-style and language preferences: "keep answers short" -> (alice, answer_style, short)
+  (the agent keeps these in the user's profile instead, see agent/preference.py, never as facts).
 
 Polarity: "no longer", "anymore", "used to", "stopped" retract (negated=True, same relation);
 plain negation flips likes into dislikes ("I don't like jazz") and marks anything else negated.

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from agent.errors import BadInputError
 from agent.llm import Message
+from agent.profile import AnswerLength, Profile, Tone
 from kb.facts import Fact
 
 # Wording measured on SmolLM2-135M-Instruct: framing the facts as the user's own ("Facts about me
@@ -75,21 +76,35 @@ def trim_history(history: list[Exchange], keep: int) -> list[Exchange]:
     return history[-keep:] if len(history) >= 2 * keep else history
 
 
-def display_name(user: str, profile: dict[str, str]) -> str:
-    """How the user is named in prompts: their stated name, else their user id."""
-    name = profile.get("name") or user
-    return name[:1].upper() + name[1:]
+def display_name(profile: Profile) -> str:
+    """How the user is named in prompts: their preferred name, else their stated name, else their user id."""
+    return profile.display_name
 
 
-def system_text(user: str, profile: dict[str, str]) -> str:
-    """The system message: fixed instructions plus the user's stated preferences (changes rarely)."""
-    lines = [SYSTEM]
-    style = profile.get("answer_style")
-    if style:
-        lines.append(f"They asked for answers that are {style}.")
-    language = profile.get("language")
-    if language:
-        lines.append(f"Answer in {language}.")
+# Added to SYSTEM only for a non-default preference, so the default prompt (and the KV-cache prefix
+# and the measured behaviour of the 135M model) stays exactly as it was.
+# DETAILED replaces SYSTEM's "in one short sentence" rather than contradicting it.
+SYSTEM_DETAILED = "Answer the user's question using the facts about them, then explain in a few sentences."
+_LENGTH = {AnswerLength.SHORT: "Use as few words as possible."}
+_TONE = {Tone.FORMAL: "Use a formal, polite tone.", Tone.CASUAL: "Use a casual, friendly tone."}
+
+
+def system_text(profile: Profile) -> str:
+    """The system message: fixed instructions plus the user's preferences (changes rarely).
+
+    Only the preferences go here (how to address the user, length, language, tone), never the facts
+    or slots: those reach the model as numbered fact lines, so the user's profile is all the system
+    text says about them, and another user's profile never appears in it.
+    """
+    lines = [SYSTEM_DETAILED if profile.length is AnswerLength.DETAILED else SYSTEM]
+    if profile.call_me:
+        lines.append(f"Call the user {profile.display_name}.")
+    if profile.length in _LENGTH:
+        lines.append(_LENGTH[profile.length])
+    if profile.language is not None:
+        lines.append(f"Always answer in {profile.language.value}.")
+    if profile.tone in _TONE:
+        lines.append(_TONE[profile.tone])
     return " ".join(lines)
 
 

@@ -34,6 +34,15 @@ class RetrievalConfig:
     # added per cue linking a question's words to a fact's relation ("where ... born" -> born_in);
     # comparable to one first-place reciprocal-rank vote (1/61)
     relation_bonus: float = 0.015
+    # how much a fact's confidence scales its score: score * (1 - w + w * confidence). Feedback moves
+    # confidences, so a fact used in rejected answers sinks below one that was confirmed; 0 ignores it.
+    # 0.5 (scenario eval, fake models): 1.0 let the extractor's 0.8 for pronoun-resolved facts sink
+    # them under unrelated 0.9 facts (pronoun answers 6/10 -> 3/10); 0.5 and 0.3 changed nothing
+    confidence_weight: float = 0.5
+    # a user's own fact in a single-valued slot hides a shared fact in the same slot (same subject and
+    # relation): a user's correction of shared knowledge cannot supersede it for everyone, but holds
+    # for them; the 135M model otherwise often answers from the shared fact it is also shown
+    own_over_shared: bool = True
 
     def __post_init__(self) -> None:
         for name in ("k", "max_entities", "per_entity", "hop2_entities", "hop2_per_entity"):
@@ -44,6 +53,8 @@ class RetrievalConfig:
             raise BadInputError(f"retrieval k={self.k} must be >= 1")
         if not 0.0 <= self.relation_bonus <= 1.0:
             raise BadInputError(f"relation_bonus={self.relation_bonus} must be in [0, 1]")
+        if not 0.0 <= self.confidence_weight <= 1.0:
+            raise BadInputError(f"confidence_weight={self.confidence_weight} must be in [0, 1]")
         if not -1.0 <= self.min_vector_score <= 1.0:
             raise BadInputError(f"min_vector_score={self.min_vector_score} must be in [-1, 1]")
 
@@ -154,6 +165,13 @@ class Retriever:
         if turn.intent.value == "question":
             for fid, f in facts.items():
                 scores[fid] += cfg.relation_bonus * relation_cue(words, f.relation)
+        for fid, f in facts.items():
+            scores[fid] *= 1.0 - cfg.confidence_weight + cfg.confidence_weight * f.confidence
+        if cfg.own_over_shared:
+            mine = {(f.subject, f.relation) for f in facts.values() if f.user == user}
+            for fid in [fid for fid, f in facts.items()
+                        if f.shared and (f.subject, f.relation) in mine and self.kb.single_valued(f.relation)]:
+                del facts[fid]
         ranked = sorted(facts.values(), key=lambda f: (-scores[f.id], f.id))[: cfg.k]
         return [UsedFact(i, f, scores[f.id], why[f.id]) for i, f in enumerate(ranked, start=1)]
 

@@ -6,7 +6,7 @@ The agent saves ``DialogueState.to_dict()`` as JSON at the end of each turn and 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import BadInputError
@@ -200,6 +200,18 @@ class StateTracker:
         new = [m.entity for m in reversed(turn.mentions) if m.label != "SELF" and m.entity != user]
         state.recent_entities = list(dict.fromkeys(new + state.recent_entities))[: self.config.max_recent]
         return turn
+
+    def resolve_again(self, state: DialogueState, turn: Turn) -> Turn:
+        """A copy of ``turn`` with its mentions and references resolved against the KB as it is now.
+
+        The feedback loop answers a question again after a correction, which may have changed what
+        "my favorite food" or "my sister" refers to; ``state`` and ``last_doc`` are left unchanged.
+        """
+        history = [m for t in reversed(state.turns) if t.index < turn.index for m in reversed(t.mentions)]
+        found = find_mentions(self.nlp(turn.text), turn.user, history, state.focus, self.known_entities,
+                              self.lookup, self.resolve, self.config.max_ngram, self.config.max_candidates,
+                              self.config.max_chain)
+        return replace(turn, mentions=found.mentions, references=found.references)
 
     def context_for(self, state: DialogueState, turn: Turn) -> ExtractionContext:
         """The extraction context of ``turn``: its speaker, its references, the KB lookup."""

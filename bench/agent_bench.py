@@ -93,6 +93,7 @@ def overhead(n_facts: int, turns: int) -> dict:
 
 def kv_reuse(turns: Sequence[int], device: str) -> dict:
     from agent.llm import CausalLM, LLMConfig
+    from agent.profile import Profile
     from agent.prompt import Exchange, build_messages, system_text, trim_history
     from kb.facts import Fact, Status
 
@@ -104,7 +105,7 @@ def kv_reuse(turns: Sequence[int], device: str) -> dict:
         ttft = {}
         for turn in range(1, max(turns) + 1):
             q = f"Question {turn}: {QUESTIONS[turn % len(QUESTIONS)]} Please also remember the number {turn * 7}."
-            msgs = build_messages(system_text("sam", {}), history, [fact], q, "Sam")
+            msgs = build_messages(system_text(Profile("sam")), history, [fact], q, "Sam")
             if mode == "no_reuse":
                 llm.reset_cache()
             reply = "".join(llm.stream(msgs))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from agent.feedback import Candidate
 from agent.llm import GenerationStats, Message
 
 #: what ScriptedLLM says once its script is used up
@@ -16,6 +17,8 @@ class ScriptedLLM:
 
     ``calls`` holds the message lists given to ``stream`` (one list per generation), oldest first.
     With ``responder``, a reply is computed from the messages instead once the script is used up.
+    ``candidates`` (the feedback loop's regeneration) returns the next list queued with
+    ``add_candidates``, or else the next reply alone; ``candidate_calls`` records its prompts.
     """
 
     def __init__(self, replies: Iterable[str] = (), default: str = DEFAULT_REPLY,
@@ -25,6 +28,8 @@ class ScriptedLLM:
         self.responder = responder
         self.calls: list[list[Message]] = []
         self.completions: list[str] = []
+        self.candidate_calls: list[list[Message]] = []
+        self._candidate_rounds: list[list[str | tuple[str, float]]] = []
         self.resets = 0
         self.pieces_yielded = 0
         self._stats = GenerationStats()
@@ -51,15 +56,33 @@ class ScriptedLLM:
     def last_user_message(self) -> str:
         return next(m.content for m in reversed(self.last_messages) if m.role == "user")
 
+    def _next_reply(self, messages: Sequence[Message]) -> str:
+        if self._replies:
+            return self._replies.pop(0)
+        if self.responder is not None:
+            return self.responder(list(messages))
+        return self.default
+
+    def add_candidates(self, *candidates: str | tuple[str, float]) -> None:
+        """Queue one feedback round's candidates: texts (log-prob -1.0, -1.1, ... in order) or (text, log-prob)."""
+        self._candidate_rounds.append(list(candidates))
+
+    def candidates(self, messages: Sequence[Message], n: int, temperature: float, top_p: float,
+                   max_new_tokens: int, max_sentences: int, seed: int) -> list[Candidate]:
+        """The first ``n`` queued candidates of the next round (the first one plays the greedy answer)."""
+        with self._lock:
+            self.candidate_calls.append(list(messages))
+            items = self._candidate_rounds.pop(0) if self._candidate_rounds else [self._next_reply(messages)]
+        out = []
+        for i, item in enumerate(items[:n]):
+            text, logprob = (item, -1.0 - 0.1 * i) if isinstance(item, str) else item
+            out.append(Candidate(text, logprob, len(text.split()), greedy=i == 0))
+        return out
+
     def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
         with self._lock:
             self.calls.append(list(messages))
-            if self._replies:
-                reply = self._replies.pop(0)
-            elif self.responder is not None:
-                reply = self.responder(list(messages))
-            else:
-                reply = self.default
+            reply = self._next_reply(messages)
         words = reply.split(" ")
         self._stats = GenerationStats(prompt_tokens=sum(len(m.content.split()) for m in messages),
                                       prefill_tokens=sum(len(m.content.split()) for m in messages))

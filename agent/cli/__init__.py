@@ -3,8 +3,10 @@
 Groups (each module has ``register(subparsers)`` adding its parser and setting ``func``):
 
 - ``kb``   -- inspect and maintain the knowledge base (``agent.cli.kb_cmd``)
+- ``learn`` -- fine-tune a LoRA adapter on a user's facts; list and remove adapters (``agent.cli.learn_cmd``)
 - ``chat`` -- talk to the agent (``agent.cli.chat_cmd``)
 - ``demo`` -- scripted two-session demonstration (``agent.cli.demo_cmd``)
+- ``fusion`` -- train and evaluate the knowledge-fusion adapter (``agent.cli.fusion_cmd``)
 
 Errors become one line on stderr and an exit code (see ``agent.cli.errors``).
 """
@@ -13,11 +15,11 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from agent.cli import chat_cmd, demo_cmd, kb_cmd
+from agent.cli import chat_cmd, demo_cmd, fusion_cmd, kb_cmd, learn_cmd
 from agent.cli.errors import exit_code_of, run_guarded
 
 #: command-group modules, in the order `kgrow --help` lists them
-GROUPS = (chat_cmd, demo_cmd, kb_cmd)
+GROUPS = (chat_cmd, demo_cmd, fusion_cmd, kb_cmd, learn_cmd)
 
 
 def _version() -> str:

@@ -1,8 +1,11 @@
 """`kgrow chat`: talk to the agent; a rich prompt on a terminal, one reply line per input line on a pipe.
 
-Slash commands: /state /why /facts /forget /user /export /reset /help /quit. Ctrl-C during a reply
+Slash commands: /state /why /facts /forget /user /profile /export /fusion /reset /help /quit. Ctrl-C during a reply
 stops generation (the turn's facts are still written, in one transaction); Ctrl-C or EOF at the
 prompt closes the agent, saving the session and the index.
+
+Feedback on the last reply: /good, /bad [note] and /fix <correction> (agent/cli/feedback_cmd.py);
+a bad rating or a correction regenerates the answer, and /why then shows each round's candidates.
 """
 from __future__ import annotations
 
@@ -20,8 +23,15 @@ HELP = """commands:
   /facts            the current facts of this user
   /forget ID|NAME   forget one fact (by id) or every fact about an entity
   /user NAME        switch to another user (their own session and facts)
+  /profile          how I address and answer you; /profile set KEY VALUE, /profile unset KEY
+                    (keys: call_me, length short|normal|detailed, language, tone neutral|formal|casual)
   /export FILE      export this user's facts (.jsonl, .graphml, .json, .csv)
+  /fusion [on|off]  fuse retrieved facts into the model's hidden states (shown by /why)
+  /good             the last reply was right: the facts it used gain confidence
+  /bad [NOTE]       it was wrong: its facts lose confidence and I answer again (NOTE: what was wrong)
+  /fix CORRECTION   correct it ("/fix I live in Berlin."): stored like a statement, then I answer again
   /reset            start a fresh session (knowledge is kept)
+  /adapter [on|off] the LoRA adapter given with --adapter: show it, or detach / attach it again
   /quit             leave (Ctrl-D works too)"""
 
 
@@ -38,6 +48,11 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", default="me", help="who is talking (default: me)")
     p.add_argument("--model", default=None, help="causal LM name or path (default: packaged SmolLM2-135M-Instruct)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    p.add_argument("--fusion", choices=("auto", "on", "off"), default="auto",
+                   help="fuse retrieved facts into the model's hidden states (auto: when an adapter matches "
+                        "the model; default auto)")
+    p.add_argument("--adapter", metavar="vN|latest|PATH", default=None,
+                   help="use a LoRA adapter from `kgrow learn` (this user's vN or latest, or a directory)")
 
 
 def open_agent(args: argparse.Namespace, kb_dir: Path | None = None):
@@ -45,7 +60,8 @@ def open_agent(args: argparse.Namespace, kb_dir: Path | None = None):
     from agent.loop import Agent
 
     path = kb_dir if kb_dir is not None else (Path(args.kb).expanduser() if args.kb else None)
-    return Agent.open(path, user=args.user, model=args.model or PACKAGED_SMOLLM, device=args.device)
+    return Agent.open(path, user=args.user, model=args.model or PACKAGED_SMOLLM, device=args.device,
+                      adapter=getattr(args, "adapter", None), fusion=getattr(args, "fusion", "auto"))
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -86,6 +102,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def slash(agent, line: str, ui) -> bool:
     """Run one slash command; False means quit."""
+    from agent.errors import AgentError
     from kb.errors import KBError
 
     cmd, _, arg = line.partition(" ")
@@ -126,6 +143,10 @@ def slash(agent, line: str, ui) -> bool:
             else:
                 agent.switch_user(arg)
                 ui.info(f"now talking with {agent.user}")
+        elif cmd == "/profile":
+            from agent.cli import profile_cmd
+
+            ui.info(profile_cmd.slash(agent, arg))
         elif cmd == "/export":
             if not arg:
                 ui.info("usage: /export FILE")
@@ -133,14 +154,51 @@ def slash(agent, line: str, ui) -> bool:
                 fmt = {".graphml": "graphml", ".json": "nodelink", ".csv": "csv"}.get(Path(arg).suffix, "jsonl")
                 n = agent.kb.export(Path(arg).expanduser(), fmt, user=agent.user)
                 ui.info(f"wrote {n} records to {arg} ({fmt})")
+        elif cmd in ("/good", "/bad", "/fix"):
+            from agent.cli import feedback_cmd
+
+            ui.info(feedback_cmd.slash(agent, cmd, arg))
+        elif cmd == "/adapter":
+            ui.info(adapter_command(agent, arg))
+        elif cmd == "/fusion":
+            ui.info(fusion_command(agent, arg))
         elif cmd == "/reset":
             agent.reset_session()
             ui.info("new session started; what I learned is kept")
         else:
             ui.info(f"unknown command {cmd!r}; try /help")
-    except KBError as e:
+    except (KBError, AgentError) as e:
         ui.info(f"error: {e}")
     return True
+
+
+def adapter_command(agent, arg: str) -> str:
+    """/adapter, /adapter off, /adapter on: the attached LoRA adapter (kgrow chat --adapter)."""
+    handle = agent.adapter
+    if handle is None:
+        return "no adapter; start the chat with --adapter vN|latest|PATH (see `kgrow learn --list`)"
+    if arg == "off":
+        handle.off()
+    elif arg == "on":
+        handle.on()
+    elif arg:
+        return f"unknown /adapter argument {arg!r}; use /adapter, /adapter on or /adapter off"
+    a = handle.adapter
+    return (f"adapter {a.name} of {a.meta.user} ({a.path}) is {'on' if handle.active else 'off'}; "
+            f"it learned {len(a.meta.fact_ids)} facts")
+
+
+def fusion_command(agent, arg: str) -> str:
+    """/fusion, /fusion on, /fusion off: knowledge fusion for the next replies."""
+    if arg in ("on", "off"):
+        agent.fuser.set_enabled(arg == "on")
+    elif arg:
+        return f"unknown /fusion argument {arg!r}; use /fusion, /fusion on or /fusion off"
+    f = agent.fuser
+    if not f.available:
+        return f"fusion is off: {f.reason}"
+    text = "facts are also cited as text" if f.config.with_text else "facts are not cited as text"
+    return f"fusion is {'on' if f.enabled else 'off'} ({text})"
 
 
 def why(agent) -> str:
@@ -165,10 +223,17 @@ def why(agent) -> str:
                              f" ({s.source_id or 'no source id'}){said}{' — ' + s.note if s.note else ''}")
     else:
         lines.append("no stored facts were used for the last reply.")
+    if r.fused:
+        lines.append("knowledge tokens the model read (attention share, fused layers):")
+        lines += [f"  {f.weight:6.1%}  {f.text}   ({f.label})" for f in r.fused]
     for title, facts in (("learned:", r.learned_facts), ("superseded:", r.superseded_facts)):
         if facts:
             lines.append(title)
             lines += [f"  {f.id}  {f.text}" for f in facts]
+    from agent.cli.feedback_cmd import rounds
+
+    cfg = agent.config.feedback
+    lines += rounds(r.rounds, cfg.target_weight, cfg.rejected_weight)
     t = r.timings
     lines.append(f"timings (ms): state {t.state*1e3:.1f}, retrieval {t.retrieval*1e3:.1f}, extraction "
                  f"{t.extraction*1e3:.1f}, generation {t.generation*1e3:.1f}, write-back {t.write_back*1e3:.1f}")

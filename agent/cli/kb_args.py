@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from agent.cli import profile_cmd
 from agent.cli.errors import UsageError
 
 KINDS = ("fact", "episode")
@@ -211,6 +212,9 @@ def build(groups: argparse._SubParsersAction, commands: dict[str, Callable], dis
 
     c = cmd("verify", "check the log, the vector index and the manifest against each other (exit 6 on problems)")
     c.add_argument("--repair", action="store_true", help="rebuild the index if problems are found, then re-check")
+
+    c = cmd("profile", "show or edit a user's personalisation profile (how the agent addresses and answers them)")
+    profile_cmd.add_args(c)
 
     c = cmd("rebuild", "rebuild the vector index from the log")
     c.add_argument("--reembed", action="store_true",

@@ -1,8 +1,9 @@
 """`kgrow kb COMMAND`: inspect and maintain the knowledge base from the shell.
 
-Read commands (stats, facts, search, show, history, export, verify) open the KB read-only, so they
-work while a chat process is writing, and never create one. add, forget, import, rebuild and
-verify --repair take the writer lock (exit 4 if another process holds it).
+Read commands (stats, facts, search, show, history, export, verify, profile) open the KB read-only,
+so they work while a chat process is writing, and never create one. add, forget, import, rebuild,
+verify --repair and profile --set/--unset take the writer lock (exit 4 if another process holds it).
+`profile` lives in ``agent.cli.profile_cmd``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Iterator
 
-from agent.cli import kb_args
+from agent.cli import kb_args, profile_cmd
 from agent.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PROBLEMS, UsageError
 from agent.cli.output import Output, jsonable, short_iso
 from agent.paths import default_kb_dir
@@ -26,7 +27,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     kb_args.build(groups, {
         "stats": cmd_stats, "facts": cmd_facts, "search": cmd_search, "show": cmd_show,
         "history": cmd_history, "add": cmd_add, "forget": cmd_forget, "export": cmd_export,
-        "import": cmd_import, "verify": cmd_verify, "rebuild": cmd_rebuild,
+        "import": cmd_import, "verify": cmd_verify, "rebuild": cmd_rebuild, "profile": profile_cmd.cmd_profile,
     }, _dispatch)
 
 
@@ -250,7 +251,7 @@ def cmd_forget(args, out: Output) -> int:
             what = f"{len(found)} fact(s)" + (f" about {args.entity!r}" if args.entity else "")
             what += f" of user {args.user!r}" if args.user else " of every user"
             if args.entity is None:
-                what += " and all their episodes"
+                what += " and all their episodes and profile"
         # an entity with no facts: forget() names it as unknown or does nothing, so there is nothing to confirm
         nothing = args.entity is not None and not found
         if not args.yes and not nothing:
@@ -263,6 +264,10 @@ def cmd_forget(args, out: Output) -> int:
             elif args.fact_id is None:
                 raise UsageError(f"refusing to forget {what} without --yes (stdin is not a terminal to confirm on)")
         ids = kb.forget(args.fact_id, entity=args.entity, user=args.user)
+        if args.fact_id is None and args.entity is None:  # a whole user: their preferences go too
+            from agent.profile import ProfileStore
+
+            ProfileStore(kb.path).delete(args.user)
     for fid in ids:
         out.emit({"forgotten": fid})
         out.line(fid)

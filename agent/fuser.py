@@ -1,0 +1,133 @@
+"""The agent's side of knowledge fusion: finding the adapter for the loaded model, switching fusion on
+and off, turning a turn's facts (and feedback) into knowledge tokens, and explaining what was read."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from agent.errors import BadInputError, ModelLoadError
+from agent.fusion import FusionMode, KnowledgeTokens, load_adapter, matching_adapter, packaged_adapter_dir
+from agent.knowledge import KnowledgeEncoder
+from kb.facts import Fact
+
+
+@dataclass(frozen=True)
+class AgentFusionConfig:
+    """How the agent uses knowledge fusion."""
+
+    # AUTO: on when an adapter trained for the loaded model and the KB's embedder is found
+    mode: FusionMode = FusionMode.AUTO
+    # adapter directory (None: the one packaged for SmolLM2-135M-Instruct + MiniLM)
+    adapter: str | None = None
+    # keep citing the facts as text while fusing them (scenario eval: see README "Knowledge fusion")
+    with_text: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", FusionMode.parse(self.mode))
+        if self.adapter is not None and not Path(self.adapter).expanduser().exists():
+            raise BadInputError(f"fusion adapter directory {self.adapter!r} does not exist")
+
+
+@dataclass(frozen=True)
+class FusedFact:
+    """How much attention the model paid to one knowledge token while answering."""
+
+    label: str  # the fact id (or "feedback")
+    text: str
+    weight: float  # share of the attention mass, averaged over fused layers and heads
+
+
+class Fuser:
+    """Attaches the matching adapter to a CausalLM and builds knowledge tokens for each answer."""
+
+    def __init__(self, llm, kb, config: AgentFusionConfig):
+        self.llm, self.kb, self.config = llm, kb, config
+        self.available = False
+        self.reason = ""
+        self.encoder: KnowledgeEncoder | None = None
+        self._texts: tuple[str, ...] = ()
+        if config.mode is FusionMode.OFF:
+            self.reason = "fusion is off"
+            return
+        if not hasattr(llm, "attach_fusion"):
+            self.reason = f"the language model {getattr(llm, 'id', llm)!r} cannot take a fusion adapter"
+        else:
+            directory = Path(config.adapter).expanduser() if config.adapter else packaged_adapter_dir()
+            found = matching_adapter(llm.id, kb.embedder.id, directory)
+            if found is None:
+                self.reason = (f"no fusion adapter for model {llm.id!r} with embedder {kb.embedder.id!r} in "
+                               f"{directory}; train one with `kgrow fusion train`")
+            else:
+                llm.attach_fusion(load_adapter(found, llm.id, kb.embedder.id))
+                llm.reset_cache()
+                self.encoder = KnowledgeEncoder(kb.embedder)
+                self.available = True
+        if not self.available and config.mode is FusionMode.ON:
+            raise ModelLoadError(f"fusion was asked for but {self.reason}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.available and self.llm.fusion is not None and self.llm.fusion.enabled
+
+    def set_enabled(self, on: bool) -> None:
+        """``/fusion on|off``: an error naming the reason when no adapter is attached."""
+        if on and not self.available:
+            raise BadInputError(f"cannot turn fusion on: {self.reason}")
+        if self.available:
+            self.llm.fusion.enabled = on
+            self.llm.reset_cache()
+
+    @property
+    def cites_text(self) -> bool:
+        """Whether facts still go into the prompt as text."""
+        return not self.enabled or self.config.with_text
+
+    def _display(self, name: str) -> str:
+        return self.kb._log.entity_display(name) or name
+
+    def tokens(self, facts: Sequence[Fact], question: str,
+               feedback: Sequence[tuple[str, str]] = ()) -> KnowledgeTokens | None:
+        """Knowledge tokens for ``facts`` (+ ``feedback`` as (key text, value text) pairs), or None
+        when fusion is off or there is nothing to fuse."""
+        if not self.enabled or (not facts and not feedback):
+            return None
+        assert self.encoder is not None
+        triples = [(self._display(f.subject), f.relation, self._display(f.object)) for f in facts]
+        labels = [f.id for f in facts]
+        kinds = ["fact"] * len(facts)
+        self._texts = tuple(f.text for f in facts)
+        tokens = self.encoder.tokens(triples, question, labels=labels, kinds=kinds)
+        if feedback:  # keys from the asked question's subject, values from what the feedback asks for
+            keys = self.encoder.vectors([k for k, _ in feedback])
+            values = self.encoder.vectors([v for _, v in feedback])
+            import numpy as np
+
+            tokens = replace(tokens, keys=np.concatenate([tokens.keys, keys]),
+                             values=np.concatenate([tokens.values, values]),
+                             labels=tokens.labels + tuple("feedback" for _ in feedback),
+                             kinds=tokens.kinds + tuple("feedback" for _ in feedback),
+                             value_texts=tokens.value_texts + tuple(v for _, v in feedback))
+            self._texts += tuple(v for _, v in feedback)
+        return tokens
+
+    @contextlib.contextmanager
+    def around(self, messages, tokens: KnowledgeTokens | None) -> Iterator[None]:
+        """Fuse ``tokens`` into every forward pass inside the block (for generation the agent does not
+        run through ``llm.stream``, e.g. feedback candidates)."""
+        if tokens is None or not self.enabled:
+            yield
+            return
+        with self.llm.fusion.knowledge(replace(tokens, start=self.llm.fusion_start(messages))):
+            yield
+
+    def read(self, tokens: KnowledgeTokens | None) -> tuple[FusedFact, ...]:
+        """Attention paid to each knowledge token in the last forward pass (mean over layers and heads)."""
+        if tokens is None or not self.enabled or not self.llm.fusion.last_attention:
+            return ()
+        maps = [a.float().mean(dim=(0, 1)) for a in self.llm.fusion.last_attention.values()]  # (N+1,) each
+        mean = sum(maps) / len(maps)
+        weights = mean[1:].tolist()  # column 0 is the null token ("nothing matches")
+        out = [FusedFact(label, text, float(w)) for label, text, w in zip(tokens.labels, self._texts, weights)]
+        return tuple(sorted(out, key=lambda f: -f.weight))

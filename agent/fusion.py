@@ -1,0 +1,410 @@
+"""Knowledge fusion: a gated cross-attention adapter that lets an LLM's hidden states read knowledge
+tokens (fact embeddings) at chosen decoder layers, attached with forward hooks to a frozen model.
+
+Form (per fused layer l, every position t from ``start`` on):
+
+    q_t  = W_q · rms(h_t) + W_e · e_q          e_q: the question's sentence embedding
+    k_i  = W_k · key_i,  v_i = W_v · mlp(value_i)   key: "subject relation", value: object, both
+                                               embedded by the KB's embedder (384-d for MiniLM)
+    h'_t = h_t + tanh(g_l) · W_o · softmax_i([q_t·k_i/√d, q_t·k_null/√d]) · [v_i, v_null]
+
+- A gated residual (Flamingo): g_l starts at 0, so an untrained or switched-off adapter leaves the
+  model exactly as it was (tests/test_fusion.py checks logits to 1e-5 in fp32).
+- Rectangular attention (KBLaM): positions attend to knowledge tokens, knowledge tokens attend to
+  nothing, so cost and memory are linear in the number of facts (bench: ``kgrow fusion eval``).
+- A learned null token takes the attention mass when no fact matches: that is how the model learns
+  to refuse, which KBLaM reproductions found weak.
+- The query mixes the hidden state with the question's sentence embedding, which the agent computes
+  for retrieval anyway. Keys live in the embedder's space, so matching a never-seen name against a
+  key is a similarity the embedder already knows; a query from the hidden state alone has to learn
+  that map from the LLM's space, which did not generalise to held-out names in our runs (see
+  README "Knowledge fusion" for the measured comparison).
+- Fusion starts at the current question (``start``): the system prompt and the history are not
+  fused, so the KV cache of earlier turns stays valid when the retrieved facts change.
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from agent.errors import BadInputError, ModelLoadError
+
+FORMAT_VERSION = 1
+
+
+class FusionMode(str, enum.Enum):
+    """Whether the agent fuses retrieved facts into the model."""
+
+    AUTO = "auto"  # on when an adapter trained for the loaded model and the KB's embedder is available
+    ON = "on"  # on; an error when no matching adapter exists
+    OFF = "off"  # facts reach the model as text only
+
+    @classmethod
+    def parse(cls, value: "str | FusionMode") -> "FusionMode":
+        try:
+            return cls(value)
+        except ValueError:
+            raise BadInputError(f"fusion mode {value!r} is invalid; use one of {[m.value for m in cls]}") from None
+_WEIGHTS = "fusion.safetensors"
+_CONFIG = "fusion.json"
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """The adapter's shape and what it was trained for."""
+
+    # the base model the adapter was trained on; loading it on another model is refused
+    base_model: str
+    # the base model's hidden size (checked against the model at attach time)
+    hidden_size: int
+    # the KB embedder whose vectors are the knowledge tokens, and their size
+    embedder: str
+    embed_dim: int = 384
+    # decoder layers (0-based) that read knowledge; late-middle layers: the model still has layers
+    # left to turn what it read into words, and training backpropagates through fewer layers
+    layers: tuple[int, ...] = (18, 24)
+    # attention heads over the knowledge tokens and their width
+    heads: int = 4
+    head_dim: int = 64
+    # width of the MLP that turns a value embedding into features the LLM can decode
+    value_hidden: int = 768
+    # mix the question's sentence embedding into the query (see the module docstring)
+    query_embedding: bool = True
+    # copy path: the first tokens of each value, as the LLM's own input embeddings, are added to the
+    # attended output (0 disables it; see the module docstring)
+    copy_tokens: int = 4
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        if not self.layers or any(x < 0 for x in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise BadInputError(f"fusion layers {self.layers} must be distinct non-negative layer indices")
+        if not 0 <= self.copy_tokens <= 16:
+            raise BadInputError(f"fusion copy_tokens={self.copy_tokens} must be in 0..16")
+        for name in ("hidden_size", "embed_dim", "heads", "head_dim", "value_hidden"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"fusion {name}={getattr(self, name)} must be >= 1")
+        if self.format_version != FORMAT_VERSION:
+            raise ModelLoadError(f"fusion adapter format {self.format_version} is not supported; this kgrow "
+                                 f"reads format {FORMAT_VERSION}")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FusionConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ModelLoadError(f"fusion config has unknown fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class KnowledgeTokens:
+    """The facts one generation may read, as embedder vectors."""
+
+    keys: np.ndarray  # (n, embed_dim) float32: "subject relation"
+    values: np.ndarray  # (n, embed_dim) float32: the object (or the fact's text)
+    query: np.ndarray | None = None  # (embed_dim,) the question; required when the adapter uses it
+    labels: tuple[str, ...] = ()  # what each token is (fact ids or texts), for explanations
+    start: int = 0  # first absolute token position that reads the knowledge
+    kinds: tuple[str, ...] = field(default=())  # "fact" or "feedback" per token (explanations only)
+    value_texts: tuple[str, ...] = ()  # the values as text, for the adapter's copy path
+
+    def __post_init__(self) -> None:
+        if self.keys.ndim != 2 or self.keys.shape != self.values.shape:
+            raise BadInputError(f"knowledge keys {self.keys.shape} and values {self.values.shape} must both "
+                                "be (n, embed_dim)")
+        if self.start < 0:
+            raise BadInputError(f"knowledge start={self.start} must be >= 0")
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+
+def _rms(x):
+    return x * (x.pow(2).mean(-1, keepdim=True) + 1e-6).rsqrt()
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build_adapter(config: FusionConfig):
+    """The adapter as a torch module (parameters in fp32)."""
+    torch = _torch()
+    nn = torch.nn
+
+    class FusionLayer(nn.Module):
+        """Gated rectangular cross-attention from hidden states to knowledge tokens at one layer."""
+
+        def __init__(self, c: FusionConfig):
+            super().__init__()
+            d = c.heads * c.head_dim
+            self.heads, self.head_dim = c.heads, c.head_dim
+            self.q = nn.Linear(c.hidden_size, d, bias=False)
+            self.qe = nn.Linear(c.embed_dim, d, bias=False) if c.query_embedding else None
+            self.k = nn.Linear(c.embed_dim, d, bias=False)
+            self.v = nn.Linear(c.value_hidden, d, bias=False)
+            self.o = nn.Linear(d, c.hidden_size, bias=False)
+            self.null_k = nn.Parameter(torch.zeros(d))
+            self.null_v = nn.Parameter(torch.zeros(d))
+            self.gate = nn.Parameter(torch.zeros(1))  # tanh(0) = 0: starts as the base model
+            self.copy = nn.Parameter(torch.ones(c.hidden_size)) if c.copy_tokens else None
+            nn.init.normal_(self.o.weight, std=0.02)
+
+        def delta(self, h, keys, values, query, valid, tok_feats=None):
+            """The fused update; h (B, T, H), keys (B, N, E), values (B, N, Vh), query (B, E) or None,
+            valid (B, N) bool, tok_feats (B, N, H) or None. Returns (B, T, H) before the gate, and the
+            attention (B, heads, T, N+1)."""
+            b, t, _ = h.shape
+            n = keys.shape[1]
+            q = self.q(_rms(h))  # (B, T, d)
+            if self.qe is not None:
+                if query is None:
+                    raise BadInputError("this fusion adapter needs the question's embedding (query) with the "
+                                        "knowledge tokens")
+                q = q + self.qe(query)[:, None, :]
+            k = torch.cat([self.null_k.expand(b, 1, -1), self.k(keys)], 1)  # (B, N+1, d)
+            v = torch.cat([self.null_v.expand(b, 1, -1), self.v(values)], 1)  # (B, N+1, d)
+            q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
+            k = k.view(b, n + 1, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N+1, hd)
+            v = v.view(b, n + 1, self.heads, self.head_dim).transpose(1, 2)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, h, T, N+1)
+            mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=valid.device), valid], 1)
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+            attn = scores.softmax(-1)
+            out = self.o((attn @ v).transpose(1, 2).reshape(b, t, -1))  # (B, T, H)
+            if self.copy is not None and tok_feats is not None:
+                # the attended values' own token embeddings, straight into the residual stream
+                out = out + self.copy * (attn[..., 1:].mean(1) @ tok_feats)  # (B, T, N) @ (B, N, H)
+            return out, attn
+
+    class KnowledgeAdapter(nn.Module):
+        """All fused layers plus the value MLP they share."""
+
+        def __init__(self, c: FusionConfig):
+            super().__init__()
+            self.config = c
+            self.value_mlp = nn.Sequential(nn.Linear(c.embed_dim, c.value_hidden), nn.GELU(),
+                                           nn.Linear(c.value_hidden, c.value_hidden))
+            self.fused = nn.ModuleDict({str(i): FusionLayer(c) for i in c.layers})
+            # per-position weights of a value's first tokens in the copy path: (copy_tokens, H)
+            scale = torch.full((max(1, c.copy_tokens), c.hidden_size), 0.5)
+            scale[0] = 1.0
+            self.copy_scale = nn.Parameter(scale)
+
+        def token_features(self, ids, embedding):
+            """ids (B, N, J) token ids of each value's first tokens (-1 = none) -> (B, N, H)."""
+            mask = (ids >= 0).to(self.copy_scale.dtype)[..., None]  # (B, N, J, 1)
+            e = embedding(ids.clamp(min=0)).float() * mask  # (B, N, J, H)
+            return (e * self.copy_scale[: ids.shape[-1]]).sum(2)
+        def apply(self, layer: int, h, keys, value_feats, query, valid, positions=None, start: int = 0,
+                  tok_feats=None):
+            """h with knowledge fused in, for positions >= start (positions: (T,) absolute)."""
+            f = self.fused[str(layer)]
+            gate = torch.tanh(f.gate)
+            if not torch.is_grad_enabled() and float(gate) == 0.0:
+                return h, None  # exactly the base model (and no work) while the gate is closed
+            delta, attn = f.delta(h.float(), keys, value_feats, query, valid, tok_feats)
+            if positions is not None and start > 0:
+                delta = delta * (positions >= start).to(delta.dtype)[None, :, None]
+            return (h.float() + gate * delta).to(h.dtype), attn
+
+    return KnowledgeAdapter(config)
+
+
+def decoder_layers(model):
+    """The list of decoder blocks: Llama/Qwen2/Mistral/SmolLM ``model.model.layers`` or GPT-2 ``transformer.h``."""
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "layers"):
+        return inner.layers
+    tr = getattr(model, "transformer", None)
+    if tr is not None and hasattr(tr, "h"):
+        return tr.h
+    raise ModelLoadError(f"cannot find the decoder layers of {type(model).__name__}: fusion supports models with "
+                         "model.model.layers (Llama, Qwen2, Mistral, SmolLM) or transformer.h (GPT-2)")
+
+
+class FusedModel:
+    """Forward hooks that fuse the current knowledge tokens into a transformers causal LM.
+
+    The model itself is not changed: ``with fused.knowledge(tokens): model(...)`` fuses, outside the
+    block (or with no tokens, or after ``detach()``) the model runs exactly as before.
+    """
+
+    def __init__(self, model, adapter, tokenize=None):
+        """``tokenize(texts) -> list[list[int]]`` gives the values' token ids for the copy path."""
+        torch = _torch()
+        c = adapter.config
+        layers = decoder_layers(model)
+        hidden = int(getattr(model.config, "hidden_size", 0) or getattr(model.config, "n_embd", 0))
+        if hidden != c.hidden_size:
+            raise ModelLoadError(f"fusion adapter for {c.base_model!r} (hidden size {c.hidden_size}) does not fit "
+                                 f"this model (hidden size {hidden})")
+        if max(c.layers) >= len(layers):
+            raise ModelLoadError(f"fusion adapter uses layers {list(c.layers)} but the model has {len(layers)}")
+        device = next(model.parameters()).device
+        self.model = model
+        self.adapter = adapter.to(device).eval()
+        self.device = device
+        self.enabled = True
+        self._tokenize = tokenize
+        self._tokens = None  # (keys, value_feats, query, valid, start, tok_feats) on device
+        self._positions = None  # (T,) absolute positions of the running forward
+        self.last_attention: dict[int, object] = {}  # layer -> (heads, T, N+1) of the last forward
+        self._handles = [model.register_forward_pre_hook(self._outer, with_kwargs=True)]
+        for i in c.layers:
+            self._handles.append(layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True))
+        self._torch = torch
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._tokens = None
+
+    def _outer(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        past = kwargs.get("past_key_values")
+        seen = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
+        t = ids.shape[1]
+        self._positions = self._torch.arange(seen, seen + t, device=self.device)
+        return None
+
+    def _hook(self, layer: int):
+        def hook(module, args, kwargs):
+            if self._tokens is None or not self.enabled:
+                return None
+            keys, feats, query, valid, start, tok = self._tokens
+            h = args[0] if args else kwargs["hidden_states"]
+            b = h.shape[0]
+            k, f, v = keys.expand(b, -1, -1), feats.expand(b, -1, -1), valid.expand(b, -1)
+            qe = query.expand(b, -1) if query is not None else None
+            tf = tok.expand(b, -1, -1) if tok is not None else None
+            with self._torch.no_grad():
+                out, attn = self.adapter.apply(layer, h, k, f, qe, v, self._positions, start, tf)
+            if attn is not None:
+                self.last_attention[layer] = attn[0].detach()
+            if args:
+                return (out,) + tuple(args[1:]), kwargs
+            kwargs["hidden_states"] = out
+            return args, kwargs
+
+        return hook
+
+    @contextlib.contextmanager
+    def knowledge(self, tokens: KnowledgeTokens | None) -> Iterator[None]:
+        """Fuse ``tokens`` into every forward pass inside the block (none or empty: the base model)."""
+        if tokens is None or len(tokens) == 0:
+            yield
+            return
+        torch = self._torch
+        c = self.adapter.config
+        if tokens.keys.shape[1] != c.embed_dim:
+            raise BadInputError(f"knowledge vectors have {tokens.keys.shape[1]} dimensions; the fusion adapter "
+                                f"expects {c.embed_dim} ({c.embedder})")
+        with torch.no_grad():
+            keys = torch.as_tensor(np.asarray(tokens.keys, np.float32), device=self.device)[None]
+            vals = torch.as_tensor(np.asarray(tokens.values, np.float32), device=self.device)[None]
+            feats = self.adapter.value_mlp(vals)  # (1, N, value_hidden)
+            query = (torch.as_tensor(np.asarray(tokens.query, np.float32), device=self.device)[None]
+                     if tokens.query is not None else None)
+            tok = None
+            if c.copy_tokens and tokens.value_texts and self._tokenize is not None:
+                ids = value_token_ids(self._tokenize(list(tokens.value_texts)), c.copy_tokens)
+                tok = self.adapter.token_features(torch.as_tensor(ids, device=self.device)[None],
+                                                  self.model.get_input_embeddings())
+        valid = torch.ones(1, len(tokens), dtype=torch.bool, device=self.device)
+        self._tokens = (keys, feats, query, valid, tokens.start, tok)
+        self.last_attention = {}
+        try:
+            yield
+        finally:
+            self._tokens = None
+
+
+def value_token_ids(ids: list[list[int]], j: int) -> np.ndarray:
+    """(N, j) int64: each value's first ``j`` token ids, -1 where a value is shorter."""
+    out = np.full((len(ids), j), -1, dtype=np.int64)
+    for i, row in enumerate(ids):
+        out[i, : min(j, len(row))] = row[:j]
+    return out
+
+
+# ---------------------------------------------------------------------- files
+
+
+def save_adapter(adapter, directory: Path, extra: dict | None = None) -> Path:
+    """Write ``fusion.safetensors`` (fp16 weights) and ``fusion.json`` (config + ``extra``) atomically."""
+    from safetensors.torch import save_file
+
+    from kb.files import write_atomic
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").half().contiguous() for k, v in adapter.state_dict().items()}
+    tmp = directory / (_WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(directory / _WEIGHTS)
+    meta = {"config": adapter.config.to_json(), **(extra or {})}
+    write_atomic(directory / _CONFIG, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+    return directory
+
+
+def read_config(directory: Path) -> tuple[FusionConfig, dict]:
+    path = Path(directory) / _CONFIG
+    if not path.exists():
+        raise ModelLoadError(f"{directory} is not a fusion adapter: {_CONFIG} is missing")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return FusionConfig.from_json(meta["config"]), meta
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from None
+
+
+def load_adapter(directory: Path, base_model: str | None = None, embedder: str | None = None):
+    """The adapter saved in ``directory``; refuses one trained for another base model or embedder."""
+    from safetensors.torch import load_file
+
+    config, _ = read_config(directory)
+    if base_model is not None and config.base_model != base_model:
+        raise ModelLoadError(f"the fusion adapter in {directory} was trained for {config.base_model!r}, not for "
+                             f"the loaded model {base_model!r}; train one with `kgrow fusion train`")
+    if embedder is not None and config.embedder != embedder:
+        raise ModelLoadError(f"the fusion adapter in {directory} reads {config.embedder!r} vectors, but the "
+                             f"knowledge base uses {embedder!r}")
+    adapter = build_adapter(config)
+    state = {k: v.float() for k, v in load_file(str(Path(directory) / _WEIGHTS)).items()}
+    missing, unexpected = adapter.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(f"fusion weights in {directory} do not match its config (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+    return adapter
+
+
+def packaged_adapter_dir() -> Path:
+    """The adapter shipped in the package for the default model (SmolLM2-135M-Instruct + MiniLM)."""
+    return Path(__file__).parent / "weights" / "fusion-smollm2-135m"
+
+
+def matching_adapter(base_model: str, embedder: str, directory: Path | None = None) -> Path | None:
+    """``directory`` (default: the packaged adapter) if it was trained for this model and embedder."""
+    d = Path(directory) if directory is not None else packaged_adapter_dir()
+    if not (d / _CONFIG).exists():
+        return None
+    config, _ = read_config(d)
+    return d if (config.base_model, config.embedder) == (base_model, embedder) else None
