@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -253,7 +254,9 @@ class AdapterHandle:
         check_base(self.adapter, self.llm)
         with self.llm._lock:  # no generation may run while layers are swapped
             try:
-                self._peft = PeftModel.from_pretrained(model, str(self.adapter.path), is_trainable=False)
+                with warnings.catch_warnings():  # peft asks transformers a deprecated question
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                    self._peft = PeftModel.from_pretrained(model, str(self.adapter.path), is_trainable=False)
             except (OSError, ValueError, KeyError, RuntimeError) as e:
                 _drop_lora(model)
                 raise ModelLoadError(f"cannot load adapter {self.adapter.path}: {str(e).splitlines()[0]}") from None

@@ -418,7 +418,8 @@ def _regenerate(agent: Agent, last: Reply, rate: Rating, fix: str | None, note: 
     asked = " ".join(x for x in (_CORRECTION_LEAD.sub("", fix) if fix else None, note) if x)
     rejected = (last.text,) + (last.rounds[-1].signal.rejected if last.rounds else ())
     signal = make_signal(agent.kb.embedder, cfg, number, rate, third_person(asked, name) if asked else None, rejected)
-    ranked = rerank(agent._candidates(messages, signal), signal, cfg, agent.kb.embedder)
+    ranked = rerank(agent._candidates(messages, signal, used, agent._asked(question.text, asked_turn)), signal, cfg,
+                    agent.kb.embedder)
     r2 = time.perf_counter()
     rnd = FeedbackRound(number, signal, tuple(ranked), ranked[0], r2 - r1)
     text = ranked[0].text

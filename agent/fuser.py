@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
+
 from agent.errors import BadInputError, ModelLoadError
 from agent.fusion import FusionMode, KnowledgeTokens, load_adapter, matching_adapter, packaged_adapter_dir
 from agent.knowledge import KnowledgeEncoder
@@ -88,9 +90,10 @@ class Fuser:
         return self.kb._log.entity_display(name) or name
 
     def tokens(self, facts: Sequence[Fact], question: str,
-               feedback: Sequence[tuple[str, str]] = ()) -> KnowledgeTokens | None:
-        """Knowledge tokens for ``facts`` (+ ``feedback`` as (key text, value text) pairs), or None
-        when fusion is off or there is nothing to fuse."""
+               feedback: Sequence[tuple[str, np.ndarray, str]] = ()) -> KnowledgeTokens | None:
+        """Knowledge tokens for ``facts`` plus ``feedback`` tokens given as (key text, value vector,
+        value text): the feedback vector is the value, the asked question the key. None when fusion
+        is off or there is nothing to fuse."""
         if not self.enabled or (not facts and not feedback):
             return None
         assert self.encoder is not None
@@ -100,16 +103,14 @@ class Fuser:
         self._texts = tuple(f.text for f in facts)
         tokens = self.encoder.tokens(triples, question, labels=labels, kinds=kinds)
         if feedback:  # keys from the asked question's subject, values from what the feedback asks for
-            keys = self.encoder.vectors([k for k, _ in feedback])
-            values = self.encoder.vectors([v for _, v in feedback])
-            import numpy as np
-
+            keys = self.encoder.vectors([k for k, _, _ in feedback])
+            values = np.stack([np.asarray(v, np.float32) for _, v, _ in feedback])
             tokens = replace(tokens, keys=np.concatenate([tokens.keys, keys]),
                              values=np.concatenate([tokens.values, values]),
                              labels=tokens.labels + tuple("feedback" for _ in feedback),
                              kinds=tokens.kinds + tuple("feedback" for _ in feedback),
-                             value_texts=tokens.value_texts + tuple(v for _, v in feedback))
-            self._texts += tuple(v for _, v in feedback)
+                             value_texts=tokens.value_texts + tuple(t for _, _, t in feedback))
+            self._texts += tuple(f"feedback: {t}" if t else "feedback (bad rating)" for _, _, t in feedback)
         return tokens
 
     @contextlib.contextmanager

@@ -25,6 +25,14 @@ def end_tokens(tokenizer) -> set[int]:
 
 def greedy_batch(llm, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int = 16) -> list[str]:
     """The greedy answer (text) to each prompt's token ids, at most ``max_new_tokens`` tokens each."""
+    tok = llm.tokenizer
+    return [tok.decode(ids, skip_special_tokens=True).strip()
+            for ids, _ in greedy_ids(llm, prompts, max_new_tokens, batch_size)]
+
+
+def greedy_ids(llm, prompts: Sequence[list[int]], max_new_tokens: int,
+               batch_size: int = 16) -> list[tuple[list[int], bool]]:
+    """(generated token ids, whether it ended with an end token) for each prompt."""
     import torch
     from transformers import DynamicCache
 
@@ -32,7 +40,7 @@ def greedy_batch(llm, prompts: Sequence[list[int]], max_new_tokens: int, batch_s
     penalty = float(getattr(llm.config, "repetition_penalty", 1.0))
     ends = end_tokens(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(ends), 0)
-    answers: list[str] = []
+    answers: list[tuple[list[int], bool]] = []
     with llm._lock, torch.inference_mode():  # no chat turn may run while the batch decodes
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
@@ -72,5 +80,5 @@ def greedy_batch(llm, prompts: Sequence[list[int]], max_new_tokens: int, batch_s
                 pos = pos[:, -1:] + 1
                 out = model(input_ids=step, attention_mask=mask, position_ids=pos, past_key_values=cache,
                             use_cache=True)
-            answers += [tok.decode(g, skip_special_tokens=True).strip() for g in generated]
+            answers += list(zip(generated, done))
     return answers

@@ -15,14 +15,15 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 from agent.adapters import FORMAT_VERSION, AdapterMeta, AdapterStore, _forget_peft, fingerprint, has_lora
 from agent.errors import BadInputError, ModelLoadError
-from agent.greedy import end_tokens, greedy_batch
+from agent.greedy import end_tokens, greedy_batch, greedy_ids
 from agent.llm import Message
-from agent.probes import PROBE_SET_VERSION, PROBES
+from agent.probes import ANCHORS, PROBE_SET_VERSION, PROBES
 from agent.prompt import display_name, system_text
 from agent.questions import MAX_PHRASINGS, QAPair, contains, qa_pairs
 from agent.profile import load_profile
@@ -56,6 +57,9 @@ class LearnConfig:
     min_facts: int = 3
     # reject the adapter when more than this share of the locality probes change their answer
     max_changed_fraction: float = 0.2
+    # replay anchors (agent.probes.ANCHORS, answered by the base model) per fact pair in each epoch:
+    # keeps the adapter from rewriting unrelated answers (0 = no replay; see agent/probes.py)
+    replay: float = 1.0
     # question phrasings per fact (1..MAX_PHRASINGS); the first one is the closed-book test question
     phrasings: int = 3
     # a probe counts as changed when its first this-many generated tokens differ
@@ -75,6 +79,7 @@ class LearnConfig:
             (0 <= self.seed < 2**32, f"seed={self.seed} must be in 0..2**32-1"),
             (1 <= self.min_facts <= 10_000, f"min_facts={self.min_facts} must be in 1..10000"),
             (0 <= self.max_changed_fraction <= 1, f"max_changed_fraction={self.max_changed_fraction} must be in [0, 1]"),
+            (0 <= self.replay <= 10, f"replay={self.replay} must be in 0..10"),
             (1 <= self.phrasings <= MAX_PHRASINGS, f"phrasings={self.phrasings} must be in 1..{MAX_PHRASINGS}"),
             (1 <= self.probe_tokens <= 256, f"probe_tokens={self.probe_tokens} must be in 1..256"),
             (1 <= self.answer_tokens <= 256, f"answer_tokens={self.answer_tokens} must be in 1..256"),
@@ -303,7 +308,9 @@ def learn(plan_: LearnPlan, llm, config: LearnConfig, store: AdapterStore | None
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
     try:
-        peft_model = get_peft_model(model, lora)  # swaps LoRA layers into model's modules, freezes the rest
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, lora)  # swaps LoRA layers into model's modules, freezes the rest
     except (ValueError, RuntimeError) as e:
         raise ModelLoadError(f"cannot add LoRA layers to {llm.id!r}: {str(e).splitlines()[0]}") from None
     try:

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from agent.errors import BadInputError, StateError
 from agent.extract import ExtractionContext, Extractor, ExtractorKind, LLMExtractor, PatternExtractor, Triple
@@ -295,20 +295,24 @@ class Agent:
         with self._lock:
             return apply_feedback(self, rating, correction, note)
 
-    def _candidates(self, messages: list[Message], signal: FeedbackSignal) -> list[Candidate]:
+    def _candidates(self, messages: list[Message], signal: FeedbackSignal, used: Sequence[UsedFact] = (),
+                    asked: str | None = None) -> list[Candidate]:
         """Candidate answers for one feedback round; all regeneration goes through here.
 
-        This is where the fusion context is applied: the fusion module wraps this call to inject
-        ``signal.vector`` (the feedback vector) as extra "feedback" knowledge tokens while the
+        With fusion on, the ``used`` facts and the feedback vector ``signal.vector`` (keyed by the
+        ``asked`` question, so the question attends to it) are fused as knowledge tokens while the
         candidates are generated. Candidates come back unscored; feedback.rerank scores them.
         """
         from agent.candidates import generate_candidates
 
         cfg = self.config.feedback
         limits = self._limits()
-        return generate_candidates(self.llm, messages, n=cfg.candidates, temperature=cfg.temperature, top_p=cfg.top_p,
-                                   max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
-                                   max_sentences=limits.max_sentences, seed=cfg.seed + signal.round)
+        feedback = [(asked, signal.vector, signal.text or "")] if asked else []
+        tokens = self.fuser.tokens([u.fact for u in used], asked or "", feedback)
+        with self.fuser.around(messages, tokens):
+            return generate_candidates(self.llm, messages, n=cfg.candidates, temperature=cfg.temperature,
+                                       top_p=cfg.top_p, max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
+                                       max_sentences=limits.max_sentences, seed=cfg.seed + signal.round)
 
     def _turn(self, text: str) -> Iterator[str]:
         with self._lock:

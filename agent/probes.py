@@ -1,4 +1,4 @@
-"""The fixed locality probe set: prompts unrelated to any user's facts, whose answers a new adapter must keep.
+"""Fixed prompt sets unrelated to any user's facts: locality probes (measured) and replay anchors (trained on).
 
 Why a fixed list in code: the fraction of changed probe answers is only comparable between adapters,
 users and versions when every run asks exactly the same prompts, in the same order. The prompts span
@@ -48,4 +48,54 @@ PROBES: tuple[str, ...] = (
     "How can I sleep better?",
     "What is a good way to learn a new language?",
     "Is it healthy to drink water every day?",
+)
+
+
+# Replay anchors: other prompts of the same kinds, never measured. `kgrow learn` trains on them too,
+# with the base model's own greedy answers as targets, so that the adapter learns "answer questions
+# about this user's facts" without learning "answer everything in one short sentence". Measured on
+# SmolLM2-135M with 12 facts: without replay every one of the 30 probes changed its answer (the
+# closed-book accuracy went from 8% to 100%). They must stay disjoint from PROBES, or the locality
+# figure would measure what was trained.
+ANCHORS: tuple[str, ...] = (
+    "What is the capital of Italy?",
+    "What is the smallest planet in the solar system?",
+    "Who painted the Mona Lisa?",
+    "What is the freezing point of water in Fahrenheit?",
+    "How many days are there in a week?",
+    "What do bees make?",
+    "What is the chemical symbol for iron?",
+    "Which is the longest river in the world?",
+    "What is the tallest mountain on Earth?",
+    "Who was the first person to walk on the moon?",
+    "What is 9 plus 6?",
+    "What is 8 times 4?",
+    "What is 81 divided by 9?",
+    "What is 20 minus 7?",
+    "Give me an antonym for cold.",
+    "Translate 'good night' into French.",
+    "List three kinds of trees.",
+    "Write one sentence about the mountains.",
+    "Name an animal that lives in the ocean.",
+    "Name a vegetable that is green.",
+    "Hi! What can you do?",
+    "Good evening!",
+    "Goodbye, see you later.",
+    "Tell me something interesting.",
+    "What is gravity?",
+    "What does a barometer measure?",
+    "How do I make a cup of tea?",
+    "Why do leaves change color in autumn?",
+    "What is a verb?",
+    "What is an adjective?",
+    "How can I stay focused while studying?",
+    "What is a good way to start exercising?",
+    "Is it good to eat vegetables every day?",
+    "What is the speed of light?",
+    "How many legs does a spider have?",
+    "What is the opposite of up?",
+    "Explain what a computer is.",
+    "What is rain made of?",
+    "How do airplanes fly?",
+    "What is the main language spoken in Brazil?",
 )

@@ -241,3 +241,98 @@ def test_exact_match_scoring():
     u = next(x for x in w.examples(50, Split.HELDOUT, 3, seed=5) if not x.answerable)
     assert is_correct("I don't know.", u) and is_refusal("I do not know that.")
     assert not is_correct("Paris", u)
+
+
+# --------------------------------------------------------------------------- training (real model)
+
+
+@pytest.mark.integration
+def test_training_checkpoints_resumes_and_writes_a_loadable_adapter(tmp_path):
+    from agent.trainer import Trainer, TrainConfig
+    from kb.embeddings import HashEmbedder
+
+    out = tmp_path / "run"
+    small = dict(out_dir=str(out), examples=24, batch_size=8, checkpoint_every=2, max_distractors=4,
+                 layers=(26, 28), value_hidden=32, heads=2, head_dim=16)
+    said: list[str] = []
+    first = Trainer(TrainConfig(epochs=1, **small), embedder=HashEmbedder(384), say=said.append)
+    first.train()  # 3 steps
+    assert (out / "checkpoint" / "state.safetensors").exists() and (out / "loss.png").exists()
+    assert (out / "adapter" / "fusion.safetensors").exists()
+    with pytest.raises(BadInputError, match="different settings"):
+        Trainer(TrainConfig(epochs=1, **(small | {"lr": 0.01})), embedder=HashEmbedder(384)).train()
+    second = Trainer(TrainConfig(epochs=2, **small), embedder=HashEmbedder(384), llm=first.llm, say=said.append)
+    second.train()
+    assert any("resuming from step 3" in s for s in said)
+    import json
+
+    assert len(json.loads((out / "losses.json").read_text())) == 6
+    adapter = load_adapter(out / "adapter", base_model=first.llm.id)
+    assert adapter.config.layers == (26, 28)
+    gates = [float(f.gate) for f in adapter.fused.values()]
+    assert any(g != 0.0 for g in gates)  # training moved the gates off zero
+
+
+@pytest.mark.integration
+def test_fused_generation_is_the_same_with_and_without_the_kv_cache():
+    from agent.fusion import packaged_adapter_dir
+    from agent.knowledge import KnowledgeEncoder, qa_messages
+    from agent.llm import CausalLM, LLMConfig, Message
+    from kb.embeddings import SentenceTransformerEmbedder
+
+    llm = CausalLM(LLMConfig(bf16=False))
+    emb = SentenceTransformerEmbedder()
+    llm.attach_fusion(load_adapter(packaged_adapter_dir(), base_model=llm.id, embedder=emb.id))
+    enc = KnowledgeEncoder(emb)
+    facts = [("Talvin Morrow", "lives_in", "Lisbon"), ("Talvin Morrow", "occupation", "pilot")]
+    msgs1 = qa_messages("Where does Talvin Morrow live?")
+    tokens = enc.tokens(facts, msgs1[-1].content)
+    first = "".join(llm.stream(msgs1, 12, knowledge=tokens))
+    msgs2 = msgs1 + [Message("assistant", first), Message("user", "What is Talvin Morrow's job?")]
+    tokens2 = enc.tokens(facts, msgs2[-1].content)
+    cached = "".join(llm.stream(msgs2, 12, knowledge=tokens2))
+    reused = llm.last_stats.reused_tokens
+    llm.reset_cache()
+    fresh = "".join(llm.stream(msgs2, 12, knowledge=tokens2))
+    assert cached == fresh
+    assert 0 < reused <= llm.fusion_start(msgs1)  # nothing computed with knowledge was reused
+    assert "lisbon" in first.lower()
+
+
+# --------------------------------------------------------------------------- the agent
+
+
+def test_agent_without_a_fusable_model_answers_as_before_and_on_is_a_clear_error(kb):
+    from fakes_llm import ScriptedLLM
+
+    from agent.loop import Agent
+    from agent.nlp import load_nlp
+
+    llm = ScriptedLLM(["You live in Lisbon."])
+    agent = Agent(kb, llm, "sam", nlp=load_nlp())  # fusion auto: the scripted model cannot fuse
+    assert not agent.fuser.enabled and "cannot take a fusion adapter" in agent.fuser.reason
+    agent.chat("I live in Lisbon.")
+    r = agent.chat("Where do I live?")
+    assert r.fused == () and "Lisbon" in llm.last_user_message  # facts still cited as text
+    with pytest.raises(BadInputError, match="cannot turn fusion on"):
+        agent.fuser.set_enabled(True)
+    with pytest.raises(ModelLoadError, match="fusion was asked for"):
+        Agent(kb, llm, "sam", nlp=load_nlp(), fusion="on")
+    with pytest.raises(BadInputError, match="'sometimes'.*auto"):
+        Agent(kb, llm, "sam", nlp=load_nlp(), fusion="sometimes")
+
+
+@pytest.mark.integration
+def test_agent_fuses_facts_by_default_and_fusion_can_be_switched_off(tmp_path):
+    from agent.loop import Agent
+
+    with Agent.open(tmp_path / "kb", user="sam") as agent:
+        assert agent.fuser.enabled  # the packaged adapter matches the packaged model + embedder
+        agent.chat("I live in Lisbon.")
+        r = agent.chat("Where do I live?")
+        assert r.fused and "Lisbon" in r.fused[0].text
+        assert abs(sum(f.weight for f in r.fused) - 1.0) < 1.0  # shares of the attention mass
+        agent.fuser.set_enabled(False)
+        assert agent.chat("Where do I live?").fused == ()
+    with Agent.open(tmp_path / "kb", user="sam", fusion="off") as agent:
+        assert not agent.fuser.enabled

@@ -35,7 +35,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     t.add_argument("--model", default=None, help="base causal LM (default: packaged SmolLM2-135M-Instruct)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--examples", type=int, default=None, help="synthetic training questions (default 6000)")
+    t.add_argument("--examples", type=int, default=None, help="synthetic training questions (default 3000)")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
