@@ -12,6 +12,7 @@ import numpy as np
 from agent.errors import BadInputError, ModelLoadError
 from agent.fusion import FusionMode, KnowledgeTokens, load_adapter, matching_adapter, packaged_adapter_dir
 from agent.knowledge import KnowledgeEncoder
+from agent.synth import is_refusal
 from kb.facts import Fact
 
 
@@ -50,6 +51,7 @@ class Fuser:
         self.reason = ""
         self.encoder: KnowledgeEncoder | None = None
         self._texts: tuple[str, ...] = ()
+        self.fell_back = False  # the last answer came from the text path after a fused refusal
         if config.mode is FusionMode.OFF:
             self.reason = "fusion is off"
             return
@@ -113,6 +115,23 @@ class Fuser:
             self._texts += tuple(f"feedback: {t}" if t else "feedback (bad rating)" for _, _, t in feedback)
         return tokens
 
+    def stream(self, llm, messages, max_new_tokens: int | None, tokens: KnowledgeTokens | None,
+               cited: bool) -> Iterator[str]:
+        """The answer with ``tokens`` fused. When the fused answer refuses although facts are cited as
+        text, the text-only answer is given instead (the adapter refuses when no key matches the
+        question well; the cited text may still answer it). Fused answers are a few tokens, so they
+        are generated whole before the first piece is yielded."""
+        self.fell_back = False
+        if tokens is None:
+            yield from llm.stream(messages, max_new_tokens=max_new_tokens)
+            return
+        answer = "".join(llm.stream(messages, max_new_tokens=max_new_tokens, knowledge=tokens))
+        if cited and is_refusal(answer):
+            self.fell_back = True
+            yield from llm.stream(messages, max_new_tokens=max_new_tokens)
+            return
+        yield answer
+
     @contextlib.contextmanager
     def around(self, messages, tokens: KnowledgeTokens | None) -> Iterator[None]:
         """Fuse ``tokens`` into every forward pass inside the block (for generation the agent does not
@@ -125,7 +144,7 @@ class Fuser:
 
     def read(self, tokens: KnowledgeTokens | None) -> tuple[FusedFact, ...]:
         """Attention paid to each knowledge token in the last forward pass (mean over layers and heads)."""
-        if tokens is None or not self.enabled or not self.llm.fusion.last_attention:
+        if tokens is None or not self.enabled or not self.llm.fusion.last_attention or self.fell_back:
             return ()
         maps = [a.float().mean(dim=(0, 1)) for a in self.llm.fusion.last_attention.values()]  # (N+1,) each
         mean = sum(maps) / len(maps)

@@ -381,6 +381,8 @@ def save_adapter(adapter, directory: Path, extra: dict | None = None) -> Path:
     tmp.replace(directory / _WEIGHTS)
     meta = {"config": adapter.config.to_json(), **(extra or {})}
     write_atomic(directory / _CONFIG, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+    for name in (_WEIGHTS, _CONFIG):  # temp files are private; an adapter is meant to be shared
+        (directory / name).chmod(0o644)
     return directory
 
 

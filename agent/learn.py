@@ -45,8 +45,8 @@ class LearnConfig:
     dropout: float = 0.0
     # where LoRA goes: attention queries and values, the smallest set that stores facts (measured)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    # passes over the pairs; measured on SmolLM2-135M with 10 facts (see README)
-    epochs: int = 8
+    # passes over the pairs; on SmolLM2-135M, 12 facts reached 100% closed-book within 5 epochs
+    epochs: int = 4
     # AdamW step size for the LoRA weights
     learning_rate: float = 2e-3
     # pairs per optimiser step
@@ -56,12 +56,12 @@ class LearnConfig:
     # fewer facts are not worth an adapter (and too little to measure accuracy on)
     min_facts: int = 3
     # reject the adapter when more than this share of the locality probes change their answer
-    max_changed_fraction: float = 0.2
+    max_changed_fraction: float = 0.25
     # replay anchors (agent.probes.ANCHORS, answered by the base model) per fact pair in each epoch:
     # keeps the adapter from rewriting unrelated answers (0 = no replay; see agent/probes.py)
     replay: float = 1.0
     # question phrasings per fact (1..MAX_PHRASINGS); the first one is the closed-book test question
-    phrasings: int = 3
+    phrasings: int = 2
     # a probe counts as changed when its first this-many generated tokens differ
     probe_tokens: int = 12
     # generation cap for closed-book answers (an answer is one short sentence)
@@ -143,9 +143,9 @@ class LearnReport:
     facts: int
     pairs: int
     steps: int
-    first_loss: float  # mean loss of the first epoch's batches
+    first_loss: float  # mean loss of the first epoch's batches (fact pairs and replay anchors)
     final_loss: float  # mean loss of the last epoch's batches
-    train_seconds: float
+    train_seconds: float  # answering the replay anchors with the base model, then training
     eval_seconds: float  # generation for the closed-book questions and the probes, before and after
     closed_book_before: float  # share of facts answered right without facts in the prompt
     closed_book_after: float
@@ -225,6 +225,23 @@ def _examples(llm, plan_: LearnPlan) -> list[tuple[list[int], list[int]]]:
     return out
 
 
+def _anchor_examples(llm, system: str, anchors: Sequence[str], config: LearnConfig) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per replay anchor: the prompt, then the base model's own greedy answer
+    (the end-of-turn token included when it ended within ``answer_tokens``)."""
+    if not anchors or config.replay == 0:
+        return []
+    tok = llm.tokenizer
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    end = im_end if im_end in end_tokens(tok) else tok.eos_token_id
+    prompts = [_prompt(llm, system, a) for a in anchors]
+    out = []
+    for prompt, (answer, ended) in zip(prompts, greedy_ids(llm, prompts, config.answer_tokens)):
+        answer = answer + ([end] if ended and end is not None else [])
+        if answer:
+            out.append((prompt + answer, [-100] * len(prompt) + answer))
+    return out
+
+
 def _batch(examples: list[tuple[list[int], list[int]]], pad: int, device: str):
     import torch
 
@@ -248,8 +265,10 @@ def _check_targets(model, config: LearnConfig, model_id: str) -> None:
                             f"it has {', '.join(have)}")
 
 
-def _train(llm, peft_model, examples, config: LearnConfig, progress: bool) -> tuple[int, float, float]:
-    """Optimise the LoRA weights in place; returns (steps, first-epoch loss, last-epoch loss)."""
+def _train(llm, peft_model, facts: list, anchors: list, config: LearnConfig,
+           progress: bool) -> tuple[int, float, float]:
+    """Optimise the LoRA weights in place; each epoch is every fact pair plus ``replay`` anchors per
+    pair (a fresh sample each epoch), shuffled. Returns (steps, first-epoch loss, last-epoch loss)."""
     import torch
     from tqdm import tqdm
 
@@ -257,13 +276,15 @@ def _train(llm, peft_model, examples, config: LearnConfig, progress: bool) -> tu
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     rng = random.Random(config.seed)
-    per_epoch = math.ceil(len(examples) / config.batch_size)
+    replayed = min(len(anchors), round(config.replay * len(facts)))
+    per_epoch = math.ceil((len(facts) + replayed) / config.batch_size)
     pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else 0
     losses: list[list[float]] = []
     model.train()
     with tqdm(total=config.epochs * per_epoch, desc="learn", unit="step", disable=not progress,
               dynamic_ncols=True) as bar:
         for _ in range(config.epochs):
+            examples = facts + rng.sample(anchors, replayed)
             order = list(range(len(examples)))
             rng.shuffle(order)
             epoch: list[float] = []
@@ -284,8 +305,12 @@ def _train(llm, peft_model, examples, config: LearnConfig, progress: bool) -> tu
 
 
 def learn(plan_: LearnPlan, llm, config: LearnConfig, store: AdapterStore | None, *,
-          probes: Sequence[str] = PROBES, progress: bool = False) -> LearnReport:
-    """Train, measure and (if accepted and ``store`` is given) store an adapter for ``plan_.user``."""
+          probes: Sequence[str] = PROBES, anchors: Sequence[str] = ANCHORS, progress: bool = False) -> LearnReport:
+    """Train, measure and (if accepted and ``store`` is given) store an adapter for ``plan_.user``.
+
+    ``probes`` are measured and never trained on; ``anchors`` are trained on (as the base model
+    answers them) and never measured. Keep the two disjoint.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -302,6 +327,9 @@ def learn(plan_: LearnPlan, llm, config: LearnConfig, store: AdapterStore | None
     before = closed_book(llm, plan_, config)
     probes_before = probe_answers(llm, plan_.system, probes, config)
     eval_seconds = time.perf_counter() - e0
+    r0 = time.perf_counter()
+    replay = _anchor_examples(llm, plan_.system, anchors, config)  # the base model's answers, before any LoRA
+    replay_seconds = time.perf_counter() - r0
 
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
     torch.manual_seed(config.seed)  # LoRA A matrices are drawn from torch's generator
@@ -315,8 +343,8 @@ def learn(plan_: LearnPlan, llm, config: LearnConfig, store: AdapterStore | None
         raise ModelLoadError(f"cannot add LoRA layers to {llm.id!r}: {str(e).splitlines()[0]}") from None
     try:
         t0 = time.perf_counter()
-        steps, first_loss, final_loss = _train(llm, peft_model, _examples(llm, plan_), config, progress)
-        train_seconds = time.perf_counter() - t0
+        steps, first_loss, final_loss = _train(llm, peft_model, _examples(llm, plan_), replay, config, progress)
+        train_seconds = time.perf_counter() - t0 + replay_seconds
         e1 = time.perf_counter()
         after = closed_book(llm, plan_, config)
         probes_after = probe_answers(llm, plan_.system, probes, config)

@@ -349,8 +349,8 @@ class Agent:
                     messages = self._prompt_for(text, turn, used, self._history)
                     limits = self._limits()
                     knowledge = self.fuser.tokens([u.fact for u in used], self._asked(text, turn))
-                    stream = (self.llm.stream(messages, max_new_tokens=limits.max_new_tokens, knowledge=knowledge)
-                              if knowledge is not None else self.llm.stream(messages, max_new_tokens=limits.max_new_tokens))
+                    stream = self.fuser.stream(self.llm, messages, limits.max_new_tokens, knowledge,
+                                               cited=bool(used) and self.fuser.cites_text)
                     try:
                         for piece in stream:
                             pieces.append(piece)

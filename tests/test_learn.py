@@ -14,6 +14,8 @@ from agent.cli import main
 from agent.errors import BadInputError, ModelLoadError
 from agent.learn import LLAMA_PROJECTIONS, LearnConfig, learn, learnable_facts, plan
 from agent.llm import CausalLM, LLMConfig, Message, convert_packaged
+from agent.probes import ANCHORS, PROBES
+from fakes_llm import ScriptedLLM
 from agent.questions import contains, qa_pairs, questions_for
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 from kb.errors import NotFoundError
@@ -74,6 +76,7 @@ def cli(capsys):
     ({"max_changed_fraction": 1.5}, ["max_changed_fraction=1.5", "[0, 1]"]),
     ({"phrasings": 4}, ["phrasings=4", "1..3"]),
     ({"min_facts": 0}, ["min_facts=0"]),
+    ({"replay": -1}, ["replay=-1", "0..10"]),
     ({"target_modules": ("qkv",)}, ["'qkv'", "q_proj", "down_proj"]),
     ({"target_modules": ()}, ["target_modules is empty", "q_proj"]),
     ({"target_modules": ("q_proj", "q_proj")}, ["twice"]),
@@ -83,6 +86,11 @@ def test_config_rejects_bad_values_naming_them(kwargs, words):
         LearnConfig(**kwargs)
     for w in words:
         assert w in str(e.value)
+
+
+def test_probes_are_never_trained_on():
+    assert len(PROBES) == 30 and len(set(PROBES)) == 30
+    assert not set(PROBES) & set(ANCHORS), "a replay anchor that is also a probe would hide locality damage"
 
 
 def test_default_config_targets_llama_attention():
@@ -374,3 +382,14 @@ def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_model, tmp_path,
         assert agent.chat("Where do I live?").text == base_text  # detached: the base model's answer exactly
     finally:
         agent.close()
+
+
+def test_an_adapter_needs_a_transformers_model_and_a_failed_open_closes_the_kb(tmp_path):
+    from agent.loop import Agent
+
+    kbdir = make_kb(tmp_path / "kb", THREE)
+    AdapterStore(kbdir).add(fake_meta(), write_dummy)
+    with pytest.raises(BadInputError) as e:
+        Agent.open(kbdir, user="sam", llm=ScriptedLLM(), embedder=HashEmbedder(64), adapter="latest")
+    assert "transformers model" in str(e.value) and "scripted-llm" in str(e.value)
+    KnowledgeBase.open(kbdir, embedder=HashEmbedder(64)).close()  # the writer lock was released
