@@ -306,12 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mu", type=float, default=default.rejected_weight,
                     help="μ: weight of the similarity to rejected answers")
     ap.add_argument("--candidates", type=int, default=default.candidates, help="candidates per round")
+    ap.add_argument("--fusion", default="on", choices=["off", "on", "only"],
+                    help="knowledge fusion as in `python -m agent.eval` (default on, the agent's default)")
     ap.add_argument("--max-rounds", type=int, default=default.max_rounds, help="regenerations per question")
     args = ap.parse_args(argv)
     try:
         feedback = replace(default, target_weight=args.lam, rejected_weight=args.mu, candidates=args.candidates,
                            max_rounds=args.max_rounds)
-        config = EvalConfig(args.dialogues, args.model, args.device, args.fake, args.limit)
+        config = EvalConfig(args.dialogues, args.model, args.device, args.fake, args.limit, fusion=args.fusion)
         report = evaluate(args.dialogues, config, feedback, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (AgentError, KBError) as e:
         print(f"agent.feedback_eval: error: {e}", file=sys.stderr)

@@ -311,7 +311,9 @@ class Trainer:
         meta = json.loads((ck / "progress.json").read_text(encoding="utf-8"))
         saved = meta["config"]
         mine = asdict(self.config) | {"layers": list(self.config.layers)}
-        differ = sorted(k for k in mine if k not in ("out_dir", "checkpoint_every", "device") and saved.get(k) != mine[k])
+        # more epochs may continue a finished or interrupted run (the schedule follows the new total)
+        free = ("out_dir", "checkpoint_every", "device", "epochs")
+        differ = sorted(k for k in mine if k not in free and saved.get(k) != mine[k])
         if differ:
             raise BadInputError(f"{ck} was written with different settings ({', '.join(differ)}); use another "
                                 "--out directory or the same settings to resume")
