@@ -38,6 +38,16 @@ def _positive_float(value: str) -> float:
     return f
 
 
+def _non_negative(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not f >= 0.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is invalid; give a number >= 0 (e.g. 1)")
+    return f
+
+
 def _modules(value: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in value.split(",") if m.strip())
 
@@ -45,7 +55,8 @@ def _modules(value: str) -> tuple[str, ...]:
 #: option dest -> LearnConfig field, for the training options given on the command line
 _CONFIG_OPTIONS = {"epochs": "epochs", "rank": "rank", "alpha": "alpha", "dropout": "dropout", "lr": "learning_rate",
                    "batch_size": "batch_size", "seed": "seed", "min_facts": "min_facts",
-                   "max_changed": "max_changed_fraction", "phrasings": "phrasings", "targets": "target_modules"}
+                   "max_changed": "max_changed_fraction", "phrasings": "phrasings", "targets": "target_modules",
+                   "replay": "replay"}
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -76,6 +87,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int_range(0, 2**32 - 1, "seed"), help="seed (same facts + seed = same adapter)")
     t.add_argument("--phrasings", type=int_range(1, 100, "phrasings"), help="question phrasings per fact")
     t.add_argument("--targets", type=_modules, metavar="M,M", help="LoRA target modules, e.g. q_proj,v_proj")
+    t.add_argument("--replay", type=_non_negative, metavar="R",
+                   help="replay anchors (unrelated prompts, base-model answers) per fact pair; 0 = none")
     t.add_argument("--min-facts", type=int_range(1, 10_000, "min facts"), help="refuse with fewer facts")
     t.add_argument("--max-changed", type=_fraction, metavar="F",
                    help="reject when more than this fraction of the probes change")
