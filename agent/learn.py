@@ -57,9 +57,11 @@ class LearnConfig:
     min_facts: int = 3
     # reject the adapter when more than this share of the locality probes change their answer
     max_changed_fraction: float = 0.25
-    # replay anchors (agent.probes.ANCHORS, answered by the base model) per fact pair in each epoch:
-    # keeps the adapter from rewriting unrelated answers (0 = no replay; see agent/probes.py)
+    # replay anchors (agent.probes.ANCHORS with the base model's answers) per fact pair in each step;
+    # their KL to the base model keeps unrelated answers in place (0 = no replay; see agent/probes.py)
     replay: float = 1.0
+    # weight of that KL term against the fact pairs' cross-entropy
+    locality_weight: float = 1.0
     # question phrasings per fact (1..MAX_PHRASINGS); the first one is the closed-book test question
     phrasings: int = 2
     # a probe counts as changed when its first this-many generated tokens differ
@@ -80,6 +82,7 @@ class LearnConfig:
             (1 <= self.min_facts <= 10_000, f"min_facts={self.min_facts} must be in 1..10000"),
             (0 <= self.max_changed_fraction <= 1, f"max_changed_fraction={self.max_changed_fraction} must be in [0, 1]"),
             (0 <= self.replay <= 10, f"replay={self.replay} must be in 0..10"),
+            (0 <= self.locality_weight <= 1000, f"locality_weight={self.locality_weight} must be in 0..1000"),
             (1 <= self.phrasings <= MAX_PHRASINGS, f"phrasings={self.phrasings} must be in 1..{MAX_PHRASINGS}"),
             (1 <= self.probe_tokens <= 256, f"probe_tokens={self.probe_tokens} must be in 1..256"),
             (1 <= self.answer_tokens <= 256, f"answer_tokens={self.answer_tokens} must be in 1..256"),
@@ -265,10 +268,29 @@ def _check_targets(model, config: LearnConfig, model_id: str) -> None:
                             f"it has {', '.join(have)}")
 
 
+def _anchor_kl(peft_model, ids, mask, labels):
+    """Mean KL(base || adapted) of the next-token distributions at the anchors' answer positions.
+
+    Zero while the LoRA weights are zero, so it never pushes the model anywhere by itself: it only
+    pulls back what the fact loss moved. (Training on the base model's greedy answers as hard labels
+    instead sharpened the model on them and changed 22 of the 30 probes on its own, no facts involved.)
+    """
+    import torch
+
+    with torch.no_grad(), peft_model.disable_adapter():
+        teacher = peft_model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    student = peft_model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    sel = labels[:, 1:] != -100  # positions that predict an answer token
+    t = torch.log_softmax(teacher[sel].float(), dim=-1)
+    s = torch.log_softmax(student[sel].float(), dim=-1)
+    return (t.exp() * (t - s)).sum(-1).mean()
+
+
 def _train(llm, peft_model, facts: list, anchors: list, config: LearnConfig,
            progress: bool) -> tuple[int, float, float]:
-    """Optimise the LoRA weights in place; each epoch is every fact pair plus ``replay`` anchors per
-    pair (a fresh sample each epoch), shuffled. Returns (steps, first-epoch loss, last-epoch loss)."""
+    """Optimise the LoRA weights in place. Each step: cross-entropy on ``batch_size`` fact pairs plus
+    ``locality_weight`` x the KL to the base model on ``replay`` anchors per pair (drawn in turn from
+    a shuffled pool). Returns (steps, first-epoch mean loss, last-epoch mean loss)."""
     import torch
     from tqdm import tqdm
 
@@ -276,22 +298,27 @@ def _train(llm, peft_model, facts: list, anchors: list, config: LearnConfig,
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     rng = random.Random(config.seed)
-    replayed = min(len(anchors), round(config.replay * len(facts)))
-    per_epoch = math.ceil((len(facts) + replayed) / config.batch_size)
+    per_epoch = math.ceil(len(facts) / config.batch_size)
     pad = llm.tokenizer.pad_token_id if llm.tokenizer.pad_token_id is not None else 0
+    pool: list[int] = []
     losses: list[list[float]] = []
     model.train()
     with tqdm(total=config.epochs * per_epoch, desc="learn", unit="step", disable=not progress,
               dynamic_ncols=True) as bar:
         for _ in range(config.epochs):
-            examples = facts + rng.sample(anchors, replayed)
-            order = list(range(len(examples)))
+            order = list(range(len(facts)))
             rng.shuffle(order)
             epoch: list[float] = []
             for b in range(per_epoch):
-                chunk = [examples[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
+                chunk = [facts[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
                 ids, mask, labels = _batch(chunk, pad, llm.device)
                 loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                want = min(len(anchors), round(config.replay * len(chunk)))
+                if want:
+                    while len(pool) < want:  # every anchor once before any repeats
+                        pool += rng.sample(range(len(anchors)), len(anchors))
+                    picked, pool = [anchors[i] for i in pool[:want]], pool[want:]
+                    loss = loss + config.locality_weight * _anchor_kl(peft_model, *_batch(picked, pad, llm.device))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()

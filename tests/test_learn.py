@@ -349,17 +349,16 @@ def test_a_rejected_adapter_is_not_stored_and_the_model_is_left_as_it_was(tiny_m
     assert all(p.requires_grad for p in llm.model.parameters())  # as loaded
 
 
-@pytest.mark.xfail(reason="open (issue 5): on the tiny random model the LoRA run does not yet raise closed-book "
-                          "accuracy (0% -> 0%), so the adapter is rejected; the real-model run is reported in the "
-                          "issue", strict=False)
 def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_model, tmp_path, cli):
     from agent.loop import Agent
 
     kbdir = make_kb(tmp_path / "kb", THREE)
+    # a random 2-layer model needs every projection and many steps to memorise anything, and its
+    # "own answers" are noise, so there is nothing to replay; the probes change freely (limit 1)
     everything = ",".join(LLAMA_PROJECTIONS)
     code, out, err = cli("learn", "--kb", str(kbdir), "--user", "sam", "--model", str(tiny_model), "--device", "cpu",
-                         "--epochs", "60", "--lr", "0.05", "--phrasings", "1", "--batch-size", "3",
-                         "--targets", everything, "--max-changed", "1", "--json")
+                         "--epochs", "60", "--lr", "0.05", "--phrasings", "1", "--batch-size", "1",
+                         "--targets", everything, "--replay", "0", "--max-changed", "1", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["accepted"] and report["adapter_version"] == 1
