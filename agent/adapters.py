@@ -62,7 +62,7 @@ class AdapterMeta:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str, where: Path) -> "AdapterMeta":
+    def from_json(cls, text: str, where: Path) -> AdapterMeta:
         try:
             raw = json.loads(text)
             if raw.get("format") != FORMAT_VERSION:

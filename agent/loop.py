@@ -153,13 +153,16 @@ class Agent:
         kb = KnowledgeBase.open(Path(kb_dir) if kb_dir is not None else default_kb_dir(), embedder=embedder,
                                 config=KBConfig(show_progress=True))
         try:
+            found = None
+            if adapter is not None:  # resolved before any model loads, so a wrong version fails fast
+                from agent.adapters import AdapterStore, attach
+
+                found = AdapterStore(kb.path).resolve(adapter, clean_user(user))
             kb.embedder  # load it now rather than in the middle of the first reply
             lm = llm if llm is not None else CausalLM(config.llm)
             agent = cls(kb, lm, user, config, owns_kb=True, fusion=fusion)
-            if adapter is not None:
-                from agent.adapters import AdapterStore, attach
-
-                agent.adapter = attach(lm, AdapterStore(kb.path).resolve(adapter, agent.user))
+            if found is not None:
+                agent.adapter = attach(lm, found)
             return agent
         except BaseException:
             kb.close()

@@ -51,12 +51,12 @@ PROBES: tuple[str, ...] = (
 )
 
 
-# Replay anchors: other prompts of the same kinds, never measured. `kgrow learn` trains on them too,
-# with the base model's own greedy answers as targets, so that the adapter learns "answer questions
-# about this user's facts" without learning "answer everything in one short sentence". Measured on
-# SmolLM2-135M with 12 facts: without replay every one of the 30 probes changed its answer (the
-# closed-book accuracy went from 8% to 100%). They must stay disjoint from PROBES, or the locality
-# figure would measure what was trained.
+# Replay anchors: other prompts of the same kinds, never measured. `kgrow learn` answers them with
+# the base model and, while training on the facts, penalises the KL between the base model's and the
+# adapted model's next-token distributions along those answers, so that the adapter learns "answer
+# questions about this user" without learning "answer everything in one short sentence". Measured on
+# SmolLM2-135M with 8 facts: without replay 30/30 probes changed; with this replay 10-11/30. They must
+# stay disjoint from PROBES, or the locality figure would measure what was trained.
 ANCHORS: tuple[str, ...] = (
     "What is the capital of Italy?",
     "What is the smallest planet in the solar system?",

@@ -56,7 +56,7 @@ def _modules(value: str) -> tuple[str, ...]:
 _CONFIG_OPTIONS = {"epochs": "epochs", "rank": "rank", "alpha": "alpha", "dropout": "dropout", "lr": "learning_rate",
                    "batch_size": "batch_size", "seed": "seed", "min_facts": "min_facts",
                    "max_changed": "max_changed_fraction", "phrasings": "phrasings", "targets": "target_modules",
-                   "replay": "replay"}
+                   "replay": "replay", "locality_weight": "locality_weight"}
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -89,6 +89,8 @@ def register(groups: argparse._SubParsersAction) -> None:
     t.add_argument("--targets", type=_modules, metavar="M,M", help="LoRA target modules, e.g. q_proj,v_proj")
     t.add_argument("--replay", type=_non_negative, metavar="R",
                    help="replay anchors (unrelated prompts, base-model answers) per fact pair; 0 = none")
+    t.add_argument("--locality-weight", type=_non_negative, metavar="W",
+                   help="weight of the anchors' KL to the base model against the facts' loss")
     t.add_argument("--min-facts", type=int_range(1, 10_000, "min facts"), help="refuse with fewer facts")
     t.add_argument("--max-changed", type=_fraction, metavar="F",
                    help="reject when more than this fraction of the probes change")
@@ -166,8 +168,8 @@ def _show(r, out: Output) -> None:
     out.kv([
         ("user", r.user),
         ("facts / pairs", f"{r.facts} facts, {r.pairs} question/answer pairs"),
-        ("training", f"{r.steps} steps, loss {r.first_loss:.3f} -> {r.final_loss:.3f}, {r.train_seconds:.1f} s "
-                     f"(+ {r.eval_seconds:.1f} s measuring)"),
+        ("training", (f"{r.steps} steps, loss {r.first_loss:.3f} -> {r.final_loss:.3f}, {r.train_seconds:.1f} s "
+                      f"(+ {r.eval_seconds:.1f} s measuring)")),
         ("closed-book accuracy", f"{r.closed_book_before:.0%} before -> {r.closed_book_after:.0%} after"),
         ("probes changed", f"{len(r.changed)}/{r.probes} ({r.changed_fraction:.0%}; limit {r.max_changed_fraction:.0%})"),
         ("accepted", f"yes, stored as v{r.adapter_version} in {r.adapter_path}" if r.adapter_version is not None
