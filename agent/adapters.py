@@ -31,6 +31,7 @@ from kb.facts import clean_user
 
 ADAPTERS_DIR = "adapters"
 META_FILE = "kgrow-adapter.json"
+LAST_FILE = "last-version"  # highest version number ever given out (removed versions are not reused)
 #: the metadata format written; older or newer ones are refused with a clear error
 FORMAT_VERSION = 1
 _VERSION_DIR = re.compile(r"v([1-9]\d{0,8})")
@@ -158,7 +159,7 @@ class AdapterStore:
         try:
             write_weights(tmp)
             for _ in range(100):  # another `kgrow learn` may take the same number at the same time
-                version = max((a.meta.version for a in self.list(meta.user)), default=0) + 1
+                version = max([a.meta.version for a in self.list(meta.user)] + [self._last(d)]) + 1
                 done = replace(meta, version=version)
                 (tmp / META_FILE).write_text(done.to_json(), encoding="utf-8")
                 target = d / f"v{version}"
@@ -168,10 +169,30 @@ class AdapterStore:
                     if target.exists():
                         continue
                     raise
+                self._record(d, version)
                 return Adapter(target, done)
             raise ModelLoadError(f"could not find a free version number in {d}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def _last(d: Path) -> int:
+        """The highest version ever stored here (removed ones included), so no number is reused:
+        a chat started with --adapter v3 must never silently get another adapter later."""
+        try:
+            return int((d / LAST_FILE).read_text(encoding="utf-8").strip())
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            raise ModelLoadError(f"{d / LAST_FILE} is not a version number; delete it (versions are then "
+                                 f"counted from the directories present)") from None
+
+    @staticmethod
+    def _record(d: Path, version: int) -> None:
+        if version > AdapterStore._last(d):
+            tmp = d / f".{LAST_FILE}.{uuid.uuid4().hex[:8]}"
+            tmp.write_text(f"{version}\n", encoding="utf-8")
+            os.replace(tmp, d / LAST_FILE)
 
     def remove(self, user: str, spec: str) -> Adapter:
         """Delete one version (``vN`` or ``latest``) of ``user``'s adapters; returns what was removed."""
@@ -238,12 +259,34 @@ class AdapterHandle:
         self.adapter = adapter
         self.llm = llm
         self._peft = None
+        self.user: str | None = None  # the agent's active user, set by follow(); None = not tracked
+        self._wanted = True  # on for its owner unless turned off; restored when the owner comes back
 
     @property
     def active(self) -> bool:
         return self._peft is not None
 
+    def follow(self, user: str) -> None:
+        """The agent's active user is now ``user``. The adapter holds its owner's facts in its
+        weights, so it is detached while anyone else is active and reattached (if it was on) when
+        the owner comes back."""
+        owner = self.adapter.meta.user
+        if user == owner:
+            self.user = user
+            if self._wanted:
+                self.on()
+        else:
+            if self.user == owner or self.user is None:
+                self._wanted = self.active
+            self._detach()
+            self.user = user
+
     def on(self) -> None:
+        owner = self.adapter.meta.user
+        if self.user is not None and self.user != owner:
+            raise BadInputError(f"adapter {self.adapter.name} holds {owner!r}'s facts and the active user is "
+                                f"{self.user!r}; switch back with /user {owner} to use it")
+        self._wanted = True
         if self._peft is not None:
             return
         from peft import PeftModel
@@ -264,6 +307,11 @@ class AdapterHandle:
         self.llm.reset_cache()  # cached keys/values were computed with other weights
 
     def off(self) -> None:
+        if self.user is None or self.user == self.adapter.meta.user:
+            self._wanted = False
+        self._detach()
+
+    def _detach(self) -> None:
         if self._peft is None:
             return
         with self.llm._lock:

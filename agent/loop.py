@@ -158,11 +158,15 @@ class Agent:
                 from agent.adapters import AdapterStore, attach
 
                 found = AdapterStore(kb.path).resolve(adapter, clean_user(user))
+                if found.meta.user != clean_user(user):  # its weights hold another user's facts
+                    raise BadInputError(f"adapter {found.path} was learned from {found.meta.user!r}'s facts, "
+                                        f"not {clean_user(user)!r}'s; open it with user={found.meta.user!r}")
             kb.embedder  # load it now rather than in the middle of the first reply
             lm = llm if llm is not None else CausalLM(config.llm)
             agent = cls(kb, lm, user, config, owns_kb=True, fusion=fusion)
             if found is not None:
                 agent.adapter = attach(lm, found)
+                agent.adapter.follow(agent.user)
             return agent
         except BaseException:
             kb.close()
@@ -202,6 +206,8 @@ class Agent:
             self._profile = profile
             self._history = [Exchange(t.text, t.reply) for t in self.state.turns if t.reply is not None]
             self._history = trim_history(self._history, self.config.prompt.history_turns)
+            if self.adapter is not None:  # another user's adapter must not answer for this one
+                self.adapter.follow(who)
             reset = getattr(self.llm, "reset_cache", None)
             if reset is not None:
                 reset()

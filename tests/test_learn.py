@@ -212,9 +212,11 @@ def test_store_versions_list_latest_and_remove(tmp_path, cli):
     assert code == 0 and "removed adapter v1 of sam" in out
     assert [a.name for a in store.list("sam")] == ["v2"] and not v1.path.exists()
     assert store.add(fake_meta(), write_dummy).name == "v3"
+    store.remove("sam", "latest")  # v3 gone: the next one is v4, never a second, different v3
+    assert store.add(fake_meta(), write_dummy).name == "v4"
     with pytest.raises(NotFoundError) as e:
         store.get("sam", "v1")
-    assert "no adapter v1" in str(e.value) and "v2, v3" in str(e.value)
+    assert "no adapter v1" in str(e.value) and "v2, v4" in str(e.value)
     assert [a.name for a in store.list("bob")] == ["v1"]  # other users' adapters are untouched
 
 
@@ -323,6 +325,36 @@ def test_detach_restores_bit_identical_logits(tiny_model, tmp_path):
         attach(llm, adapter)  # one adapter at a time
     handle.off()
     assert torch.equal(logits(llm), base)
+
+
+def test_an_adapter_answers_only_for_its_own_user(tiny_model, tmp_path):
+    from agent.loop import Agent
+
+    llm = load_tiny(tiny_model)
+    base = logits(llm)
+    kbdir = make_kb(tmp_path / "kb", THREE)
+    adapter = random_adapter(llm, AdapterStore(kbdir))  # sam's
+    agent = Agent.open(kbdir, user="sam", llm=llm, embedder=HashEmbedder(64), adapter="latest")
+    try:
+        assert agent.adapter.active
+        with_adapter = logits(llm)
+        agent.switch_user("bob")  # bob must not get answers from weights trained on sam's facts
+        assert not agent.adapter.active and torch.equal(logits(llm), base)
+        with pytest.raises(BadInputError) as e:
+            agent.adapter.on()
+        assert "'sam'" in str(e.value) and "'bob'" in str(e.value)
+        agent.switch_user("sam")
+        assert agent.adapter.active and torch.equal(logits(llm), with_adapter)
+        agent.adapter.off()  # turned off by sam: it stays off across a switch and back
+        agent.switch_user("bob")
+        agent.switch_user("sam")
+        assert not agent.adapter.active
+    finally:
+        agent.close()
+    assert torch.equal(logits(llm), base)
+    with pytest.raises(BadInputError) as e:  # sam's adapter given by path to bob's chat
+        Agent.open(kbdir, user="bob", llm=llm, embedder=HashEmbedder(64), adapter=str(adapter.path))
+    assert "'sam'" in str(e.value) and "'bob'" in str(e.value)
 
 
 def test_an_adapter_for_another_base_model_is_refused_naming_both(tiny_model, tmp_path):

@@ -143,6 +143,8 @@ def slash(agent, line: str, ui) -> bool:
             else:
                 agent.switch_user(arg)
                 ui.info(f"now talking with {agent.user}")
+                if agent.adapter is not None:
+                    ui.info(adapter_command(agent, ""))
         elif cmd == "/profile":
             from agent.cli import profile_cmd
 
