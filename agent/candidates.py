@@ -122,16 +122,16 @@ def _processors(llm: CausalLM, prompt_len: int):
 def _stops(llm: CausalLM, prompt_len: int, max_sentences: int):
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from agent.loop import _sentences
+    from agent.turn import count_sentences
 
     if not max_sentences:
         return StoppingCriteriaList()
 
     class SentenceStop(StoppingCriteria):
-        """Per sequence: done once the generated text holds ``max_sentences`` sentences (as in Agent._turn)."""
+        """Per sequence: done once the generated text holds ``max_sentences`` sentences (as in agent/turn.py)."""
 
         def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
             texts = llm.tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
-            return llm._torch.tensor([_sentences(t) >= max_sentences for t in texts], device=input_ids.device)
+            return llm._torch.tensor([count_sentences(t) >= max_sentences for t in texts], device=input_ids.device)
 
     return StoppingCriteriaList([SentenceStop()])

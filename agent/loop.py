@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,20 +13,15 @@ from agent.errors import BadInputError, StateError
 from agent.extract import ExtractionContext, Extractor, ExtractorKind, LLMExtractor, PatternExtractor, Triple
 from agent.feedback import (Candidate, FeedbackConfig, FeedbackResult, FeedbackRound, FeedbackSignal, Rating,
                             apply_feedback)
-from agent.intent import Intent
 from agent.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig, Message
-from agent.preference import PreferenceMatch, find_preferences
-from agent.preference import acknowledge as acknowledge_preferences
-from agent.preference import apply as apply_preferences
-from agent.profile import (PREFERENCE_RELATIONS, Generation, Profile, ProfileConfig, ProfileStore, generation,
-                           known_slots)
-from agent.prompt import (Exchange, PromptConfig, build_messages, display_name, fit_facts, system_text,
-                          third_person, trim_history)
+from agent.profile import Profile, ProfileConfig, ProfileStore, known_slots
+from agent.prompt import Exchange, PromptConfig, trim_history
 from agent.fuser import AgentFusionConfig, FusedFact, Fuser
 from agent.fusion import FusionMode
 from agent.retrieval import RetrievalConfig, Retriever, UsedFact
 from agent.state import DialogueState, StateTracker, Turn
-from kb import KBConfig, KnowledgeBase, NewFact
+from agent.turn import answer_candidates, asked_form, extract_triples, facts_for, prompt_for, take_turn, write_back
+from kb import KBConfig, KnowledgeBase
 from kb.errors import KBError
 from kb.facts import Fact, clean_text, clean_user
 
@@ -289,7 +282,7 @@ class Agent:
             message = clean_text(text, "message")
         except KBError as e:
             raise BadInputError(str(e)) from None
-        return self._turn(message)
+        return take_turn(self, message)
 
     def feedback(self, rating: Rating | int | str | None = None, correction: str | None = None,
                  note: str | None = None) -> FeedbackResult:
@@ -304,241 +297,25 @@ class Agent:
         with self._lock:
             return apply_feedback(self, rating, correction, note)
 
-    def _candidates(self, messages: list[Message], signal: FeedbackSignal, used: Sequence[UsedFact] = (),
-                    asked: str | None = None) -> list[Candidate]:
-        """Candidate answers for one feedback round; all regeneration goes through here.
-
-        With fusion on, half the candidates come from the text path and half with the ``used`` facts
-        and the feedback vector ``signal.vector`` (keyed by the ``asked`` question, its value the
-        vector itself) fused as knowledge tokens; the re-ranker chooses among all of them (measured
-        on examples/feedback: fused candidates alone were right first time in 15/24, text alone 24/24).
-        Candidates come back unscored; feedback.rerank scores them.
-        """
-        from agent.candidates import generate_candidates
-
-        cfg = self.config.feedback
-        limits = self._limits()
-        feedback = [(asked, signal.vector, "")] if asked else []
-        tokens = self.fuser.tokens([u.fact for u in used], asked or "", feedback)
-
-        def sample(n: int, seed: int) -> list[Candidate]:
-            return generate_candidates(self.llm, messages, n=n, temperature=cfg.temperature, top_p=cfg.top_p,
-                                       max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
-                                       max_sentences=limits.max_sentences, seed=seed)
-
-        seed = cfg.seed + signal.round
-        if tokens is None:
-            return sample(cfg.candidates, seed)
-        plain = sample(max(1, cfg.candidates // 2), seed)
-        with self.fuser.around(messages, tokens):
-            fused = sample(max(1, cfg.candidates - cfg.candidates // 2), seed + 1000)
-        seen = {c.text for c in plain}
-        return plain + [c for c in fused if c.text not in seen]
-
-    def _turn(self, text: str) -> Iterator[str]:
-        with self._lock:
-            t0 = time.perf_counter()
-            turn = self.tracker.update(self.state, self.user, text, time.time())
-            ctx = self.tracker.context_for(self.state, turn)
-            t1 = time.perf_counter()
-            prefs, prefs_ack = self._preferences(text, turn)
-            triples = self._extract(prefs.rest if prefs.changes else text, turn, ctx)
-            t2 = time.perf_counter()
-            used: list[UsedFact] = []
-            fused: tuple[FusedFact, ...] = ()
-            retrieval_time = 0.0
-            learned: list[Fact] = []
-            superseded: list[Fact] = []
-            retracted: list[Fact] = []
-            pieces: list[str] = []
-            gen_time = 0.0
-            written = bool(prefs.changes) and not triples  # a preference is no world fact: no episode either
-            try:
-                if triples and turn.intent in (Intent.STATEMENT, Intent.CORRECTION) and self.config.template_acknowledgements:
-                    learned, superseded, retracted = self._write_back(text, turn, triples)
-                    written = True
-                if learned or superseded or retracted or prefs_ack:
-                    reply = " ".join(p for p in (prefs_ack, _acknowledge(learned, superseded, retracted)) if p)
-                    pieces.append(reply)
-                    yield reply
-                else:
-                    r0 = time.perf_counter()  # retrieval only when the model will answer
-                    used = self._facts_for(text, turn)
-                    turn.used_fact_ids = [u.fact.id for u in used]
-                    retrieval_time = time.perf_counter() - r0
-                    g0 = time.perf_counter()
-                    messages = self._prompt_for(text, turn, used, self._history)
-                    limits = self._limits()
-                    knowledge = self.fuser.tokens([u.fact for u in used], self._asked(text, turn))
-                    stream = self.fuser.stream(self.llm, messages, limits.max_new_tokens, knowledge,
-                                               cited=bool(used) and self.fuser.cites_text)
-                    try:
-                        for piece in stream:
-                            pieces.append(piece)
-                            yield piece
-                            if limits.max_sentences and _sentences("".join(pieces)) >= limits.max_sentences:
-                                break
-                    finally:
-                        close = getattr(stream, "close", None)
-                        if close is not None:
-                            close()
-                    gen_time = time.perf_counter() - g0
-                    fused = self.fuser.read(knowledge)
-            finally:
-                w0 = time.perf_counter()
-                if not written:
-                    learned, superseded, retracted = self._write_back(text, turn, triples)
-                reply_text = "".join(pieces).strip()
-                turn.reply = reply_text
-                self._history = trim_history(self._history + [Exchange(text, reply_text)], self.config.prompt.history_turns)
-                self._save_state()
-                w1 = time.perf_counter()
-                self.last_reply = Reply(
-                    reply_text, turn, tuple(used), tuple(learned), tuple(superseded + retracted),
-                    Timings(state=t1 - t0, retrieval=retrieval_time, generation=gen_time, extraction=t2 - t1,
-                            write_back=w1 - w0), fused=fused,
-                )
-
-    def _spell_out(self, text: str, turn: Turn) -> str:
-        """Replace pronouns and possessive chains by the entities' names: 'my sister's husband' -> 'John'.
-
-        First-person words are left to ``third_person``, and so is a single "my X" when the question
-        asks who X is ("who is my sister?" -> "who is Sam's sister?"); otherwise "where does my sister
-        live?" becomes "where does Mary live?", the form in which the fact is written.
-        """
-        out = text
-        for surface, entity in sorted(turn.references.items(), key=lambda kv: -len(kv[0])):
-            low = surface.lower()
-            if low in _FIRST_PERSON or len(surface) < 2:
-                continue
-            if (low.startswith(("my ", "mine ")) and "'s " not in low and "’s " not in low
-                    and _ASKS_IDENTITY.search(text)):
-                continue  # "who is my sister?" asks the relation itself: keep it for third_person
-            shown = self.kb._log.entity_display(self.kb.resolve(entity)) or entity
-            out = re.sub(rf"(?i)\b{re.escape(surface)}\b", shown[:1].upper() + shown[1:], out)
-        return out
-
-    def _vector(self, text: str):
-        """The embedding of this turn's text, computed once and shared by search and the episode."""
-        if self._turn_vector is None or self._turn_vector[0] != text:
-            self._turn_vector = (text, self.kb.embedder.embed_query(text))
-        return self._turn_vector[1]
-
-    def _facts_for(self, text: str, turn: Turn) -> list[UsedFact]:
-        """The facts retrieved to answer ``text`` (of ``turn``), cut to the prompt's fact budget."""
-        if not self._wants_facts(turn):
-            return []
-        used = self.retriever.retrieve(text, turn, self.state, self.user, self._vector(text))
-        return used[: len(fit_facts([u.fact for u in used], self.config.prompt.fact_token_budget))]
-
-    def _prompt_for(self, text: str, turn: Turn, used: list[UsedFact], history: list[Exchange]) -> list[Message]:
-        """The messages the model answers ``text`` from: system, ``history``, the numbered ``used`` facts, the text."""
-        profile = self.profile
-        cited = [u.fact for u in used] if self.fuser.cites_text else []
-        return build_messages(system_text(profile), history, cited, self._asked(text, turn), display_name(profile))
-
-    def _asked(self, text: str, turn: Turn) -> str:
-        """The user's message as the model is asked it: a question in the third person, names spelled out."""
-        if turn.intent is not Intent.QUESTION:
-            return text
-        return third_person(self._spell_out(text, turn), display_name(self.profile))
-
-    def _limits(self) -> Generation:
-        """How long the active user's answers may be (their length preference, else the config)."""
-        return generation(self.profile, self.config.profile, self.config.max_sentences)
-
-    def _wants_facts(self, turn: Turn) -> bool:
-        return turn.intent not in (Intent.COMMAND, Intent.FEEDBACK)
-
-    def _preferences(self, text: str, turn: Turn) -> tuple[PreferenceMatch, str]:
-        """Apply and store the preferences stated in ``text``; returns them and their acknowledgement."""
-        if turn.intent is Intent.COMMAND:
-            return PreferenceMatch((), text), ""
-        found = find_preferences(text, self._profile)
-        if not found.changes:
-            return found, ""
-        before = self._profile
-        after = apply_preferences(before, found.changes)
-        if after != before:
-            self.set_profile(after)
-        return found, acknowledge_preferences(before, after)
+    # ------------------------------------------------------------------ the turn pipeline (agent/turn.py)
+    # the steps agent/feedback.py reuses to store a correction and to answer a question again
 
     def _extract(self, text: str, turn: Turn, ctx: ExtractionContext) -> list[Triple]:
-        if turn.intent not in (Intent.STATEMENT, Intent.CORRECTION):
-            return []
-        doc = self.tracker.last_doc  # the parse of the whole message; text may be what preferences left
-        triples = self.extractor.extract(text, ctx, doc=doc if doc is not None and doc.text == text else None)
-        # how to answer belongs to the profile (agent.preference), never to the user's world facts
-        return [t for t in triples if t.relation not in PREFERENCE_RELATIONS]
+        return extract_triples(self, text, turn, ctx)
 
     def _write_back(self, text: str, turn: Turn, triples: list[Triple],
                     note: str | None = None) -> tuple[list[Fact], list[Fact], list[Fact]]:
-        """Store the utterance and its facts with provenance; retract negated ones. Idempotent per turn."""
-        source = f"{self.state.session_id}/turn/{turn.index}"
-        if note is None and turn.intent is Intent.CORRECTION:
-            note = f"correction in turn {turn.index}"
-        episode_id = None
-        if self.config.store_episodes and turn.intent in (Intent.STATEMENT, Intent.CORRECTION, Intent.QUESTION):
-            episode_id = self.kb.add_episode(text, user=self.user, speaker="user", source_id=source,
-                                             vector=self._vector(text)).id
-        learned: list[Fact] = []
-        superseded: list[Fact] = []
-        retracted: list[Fact] = []
-        items = [NewFact(t.subject, t.relation, t.object, t.text, user=self.user, source_id=source,
-                         episode_id=episode_id, confidence=t.confidence, note=note) for t in triples if not t.negated]
-        if items:
-            for r in self.kb.add_facts(items):
-                if r.created:
-                    learned.append(r.fact)
-                superseded.extend(r.superseded)
-        for t in (t for t in triples if t.negated):
-            retracted.extend(self._retract(t, source))
-        turn.learned_fact_ids = [f.id for f in learned]
-        turn.superseded_fact_ids = [f.id for f in superseded + retracted]
-        self.tracker.apply_learned(self.state, superseded + retracted + learned)  # clear, then set slots
-        return learned, superseded, retracted
+        return write_back(self, text, turn, triples, note)
 
-    def _retract(self, t: Triple, source: str) -> list[Fact]:
-        try:
-            current = self.kb.facts(user=self.user, entity=t.subject, relation=t.relation)
-        except KBError:
-            return []
-        subj, obj = self.kb.resolve(t.subject), self.kb.resolve(t.object)
-        out = []
-        for f in current:
-            if f.subject == subj and (f.object == obj or not t.object.strip()):
-                try:
-                    out.append(self.kb.retract(f.id, reason=f"negated in {source}"))
-                except KBError:
-                    pass
-        return out
+    def _facts_for(self, text: str, turn: Turn) -> list[UsedFact]:
+        return facts_for(self, text, turn)
 
+    def _prompt_for(self, text: str, turn: Turn, used: list[UsedFact], history: list[Exchange]) -> list[Message]:
+        return prompt_for(self, text, turn, used, history)
 
-def _acknowledge(learned: list[Fact], superseded: list[Fact], retracted: list[Fact]) -> str:
-    """A reply that says exactly what was stored, what it replaced, and what no longer holds."""
-    parts = []
-    if learned:
-        parts.append("Got it, I'll remember: " + " ".join(_sentence(f.text) for f in learned))
-    if superseded:
-        old = "; ".join(_sentence(f.text).rstrip(".") for f in superseded)
-        parts.append(f"(This replaces what I knew before: {old}.)")
-    if retracted:
-        old = "; ".join(_sentence(f.text).rstrip(".") for f in retracted)
-        parts.append(f"Noted, this no longer holds: {old}.")
-    return " ".join(parts)
+    def _asked(self, text: str, turn: Turn) -> str:
+        return asked_form(self, text, turn)
 
-
-_ASKS_IDENTITY = re.compile(r"(?i)\b(?:who|whom|name|called)\b")
-_FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
-
-
-def _sentences(text: str) -> int:
-    """Completed sentences in ``text`` (a sentence ends at . ! ? followed by space/end, or a newline)."""
-    return len(_SENTENCE_END.findall(text.strip() + " ")) if text.strip() else 0
-
-
-def _sentence(text: str) -> str:
-    t = text.strip()
-    t = t[:1].upper() + t[1:]
-    return t if t.endswith((".", "!", "?")) else t + "."
+    def _candidates(self, messages: list[Message], signal: FeedbackSignal, used: Sequence[UsedFact] = (),
+                    asked: str | None = None) -> list[Candidate]:
+        return answer_candidates(self, messages, signal, used, asked)

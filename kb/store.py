@@ -17,13 +17,14 @@ from kb.errors import IncompatibleKBError, InvalidInputError, KBError, NotFoundE
 from kb.facts import (Episode, Fact, Hit, Kind, Status, clean_confidence, clean_text,
                       clean_user, episode_id, iso, normalize_name,
                       normalize_relation, to_timestamp)
+from kb.forgetting import forget_facts
 from kb.lock import WriterLock
 from kb.log import FactLog, now
 from kb.maintenance import IndexKeeper
 from kb.writer import key_active, prepare, write_one
 from kb.schema import DEFAULT_ALIASES, DEFAULT_SINGLE_VALUED
 from kb.search import HybridSearcher, Scope, mentioned_entities
-from kb.views import HistoryEvent, unknown_entity
+from kb.views import HistoryEvent
 
 log = logging.getLogger("kgrow.kb")
 DB_FILE = "kb.sqlite"
@@ -262,45 +263,7 @@ class KnowledgeBase:
         """
         with self._mutex:
             self._writable()
-            if fact_id is not None and (entity is not None or user is not None):
-                raise InvalidInputError("forget takes a fact id, or an entity (optionally with user), or a user")
-            if fact_id is None and entity is None and user is None:
-                raise InvalidInputError("forget needs a fact id, entity=..., or user=...")
-            ep_where: tuple[str, list] | None = None
-            if fact_id is not None:
-                self.fact(fact_id)  # raises NotFoundError
-                where, params = "id=?", [fact_id]
-            elif entity is not None:
-                name = self.resolve(clean_text(entity, "entity"))
-                if self._log.entity_display(name) is None:
-                    raise NotFoundError(unknown_entity(self._log, name))
-                where, params = "(subject=? OR object=?)", [name, name]
-                if user is not None:
-                    where += " AND user=?"
-                    params.append(self._known_user(user))
-            else:
-                who = self._known_user(user)
-                where, params = "user=?", [who]
-                ep_where = ("user=? AND status!='forgotten'", [who])
-            ids = [r[0] for r in self._log.db.execute(f"SELECT id FROM facts WHERE {where} AND status!='forgotten'", params)]
-            vids = [2 * r[0] for r in self._log.db.execute(f"SELECT vid FROM facts WHERE {where} AND status!='forgotten'", params)]
-            t = now()
-            self._log.begin()
-            try:
-                self._log.set_status(ids, Status.FORGOTTEN)
-                for fid in ids:
-                    self._log.add_history(fid, "forgotten", None, t)
-                if ep_where is not None:
-                    vids += [2 * r[0] + 1 for r in self._log.db.execute(f"SELECT vid FROM episodes WHERE {ep_where[0]}", ep_where[1])]
-                    self._log.db.execute(f"UPDATE episodes SET status='forgotten' WHERE {ep_where[0]}", ep_where[1])
-                    self._log.db.execute("DELETE FROM users WHERE name=?", ep_where[1][:1])
-                self._log.commit()
-            except BaseException:
-                self._log.rollback()
-                raise
-            self._graph_cache = None
-            self._keeper.tombstone(np.array(vids, dtype=np.int64))
-            return ids
+            return forget_facts(self, fact_id, entity, user)
 
     def retract(self, fact_id: str, *, at: object = None, reason: str | None = None) -> Fact:
         """End a current fact's validity without a replacement ("I no longer work at Acme").
