@@ -28,7 +28,7 @@ from agent.llm import Message
 from agent.probes import ANCHORS, PROBE_SET_VERSION, PROBES
 from agent.profile import load_profile
 from agent.prompt import display_name, system_text
-from agent.questions import MAX_PHRASINGS, QAPair, contains, qa_pairs
+from agent.questions import MAX_PHRASINGS, QAPair, contains, held_out_pairs, qa_pairs
 from kb.facts import Fact, iso
 
 #: Llama-style projection names LoRA may target (SmolLM2, Llama, Mistral, Qwen use these)
@@ -68,7 +68,8 @@ class LearnConfig:
     replay: float = 4.0
     # weight of that KL term against the fact pairs' cross-entropy (1: 26/30 probes changed, 20: 11/30)
     locality_weight: float = 20.0
-    # question phrasings per fact (1..MAX_PHRASINGS); the first one is the closed-book test question
+    # question phrasings per fact trained on (1..MAX_PHRASINGS); the first is the closed-book test
+    # question, the next untrained one (if any) measures whether other wordings are answered too
     phrasings: int = 2
     # a probe counts as changed when its first this-many generated tokens differ
     probe_tokens: int = 12
@@ -114,6 +115,7 @@ class LearnPlan:
     system: str  # the system message the agent sends this user
     facts: tuple[Fact, ...]  # those that gave at least one pair
     pairs: tuple[QAPair, ...]
+    held_out: tuple[QAPair, ...] = ()  # one untrained phrasing per fact: measured, never trained on
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,10 @@ class LearnReport:
     closed_book_before: float  # share of facts answered right without facts in the prompt
     closed_book_after: float
     answers: tuple[ClosedBookAnswer, ...]
+    # the same on a phrasing not trained on ("Where is Sam's home?"); None when all are trained
+    held_out_before: float | None
+    held_out_after: float | None
+    held_out: tuple[ClosedBookAnswer, ...]
     probes: int
     changed_fraction: float  # share of probes whose first probe_tokens tokens changed
     changed: tuple[ProbeChange, ...]
@@ -196,7 +202,8 @@ def plan(kb, user: str, config: LearnConfig) -> LearnPlan:
             f"user {user!r} has {len(kept)} learnable fact(s){extra}; `kgrow learn` needs at least "
             f"{config.min_facts} (min_facts): tell the agent more about yourself first, e.g. `kgrow chat "
             f"--user {user}`, or lower --min-facts")
-    return LearnPlan(user, name, system_text(profile), kept, tuple(pairs))
+    held = tuple(held_out_pairs(kept, user, name, config.phrasings))
+    return LearnPlan(user, name, system_text(profile), kept, tuple(pairs), held)
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -207,9 +214,9 @@ def _prompt(llm, system: str, text: str) -> list[int]:
 
 
 def closed_book(llm, plan_: LearnPlan, config: LearnConfig) -> list[str]:
-    """Greedy answers to each fact's test question with no facts in the prompt."""
-    prompts = [_prompt(llm, plan_.system, p.question) for p in plan_.pairs if p.primary]
-    return greedy_batch(llm, prompts, config.answer_tokens)
+    """Greedy answers with no facts in the prompt: each fact's test question, then its held-out one."""
+    asked = [p for p in plan_.pairs if p.primary] + list(plan_.held_out)
+    return greedy_batch(llm, [_prompt(llm, plan_.system, p.question) for p in asked], config.answer_tokens)
 
 
 def probe_answers(llm, system: str, probes: Sequence[str], config: LearnConfig) -> list[str]:
@@ -408,9 +415,14 @@ def _judge(plan_: LearnPlan, model_id: str, config: LearnConfig, before: list[st
            probes: Sequence[str], probes_before: list[str], probes_after: list[str], steps: int,
            first_loss: float, final_loss: float, train_seconds: float, eval_seconds: float) -> LearnReport:
     tests = [p for p in plan_.pairs if p.primary]
+    n = len(tests)  # closed_book answered the test questions first, then the held-out ones
     answers = tuple(ClosedBookAnswer(p.question, p.expected, b, a) for p, b, a in zip(tests, before, after))
+    held = tuple(ClosedBookAnswer(p.question, p.expected, b, a)
+                 for p, b, a in zip(plan_.held_out, before[n:], after[n:]))
     acc_before = sum(a.right_before for a in answers) / len(answers)
     acc_after = sum(a.right_after for a in answers) / len(answers)
+    held_before = round(sum(a.right_before for a in held) / len(held), 4) if held else None
+    held_after = round(sum(a.right_after for a in held) / len(held), 4) if held else None
     changed = tuple(ProbeChange(p, b, a) for p, b, a in zip(probes, probes_before, probes_after) if a != b)
     fraction = len(changed) / len(probes)
     rose = acc_after > acc_before
@@ -427,6 +439,7 @@ def _judge(plan_: LearnPlan, model_id: str, config: LearnConfig, before: list[st
         user=plan_.user, base_model=model_id, facts=len(plan_.facts), pairs=len(plan_.pairs), steps=steps,
         first_loss=round(first_loss, 4), final_loss=round(final_loss, 4), train_seconds=round(train_seconds, 3),
         eval_seconds=round(eval_seconds, 3), closed_book_before=round(acc_before, 4),
-        closed_book_after=round(acc_after, 4), answers=answers, probes=len(probes),
+        closed_book_after=round(acc_after, 4), answers=answers, held_out_before=held_before,
+        held_out_after=held_after, held_out=held, probes=len(probes),
         changed_fraction=round(fraction, 4), changed=changed, max_changed_fraction=config.max_changed_fraction,
         accepted=rose and local, reason=reason, adapter_version=None, adapter_path=None)

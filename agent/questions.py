@@ -116,6 +116,16 @@ def qa_pairs(facts: Sequence[Fact], user: str, name: str, phrasings: int) -> lis
     Facts whose object is their own subject ("Sam's name is Sam") are skipped: the question would
     give the answer away.
     """
+    return _pairs(facts, user, name, 0, phrasings)
+
+
+def held_out_pairs(facts: Sequence[Fact], user: str, name: str, phrasings: int) -> list[QAPair]:
+    """One pair per fact in the first phrasing ``qa_pairs(..., phrasings)`` does not train on (none
+    when every phrasing is trained): whether the adapter answers questions worded differently."""
+    return _pairs(facts, user, name, phrasings, phrasings + 1)
+
+
+def _pairs(facts: Sequence[Fact], user: str, name: str, start: int, stop: int) -> list[QAPair]:
     me = normalize_name(user)
     out: list[QAPair] = []
     for f in facts:
@@ -124,6 +134,6 @@ def qa_pairs(facts: Sequence[Fact], user: str, name: str, phrasings: int) -> lis
         if normalize_name(obj) == normalize_name(subject):
             continue
         answer = sentence(subject, f.relation, obj)
-        for i, q in enumerate(questions_for(f.relation, subject)[:phrasings]):
+        for i, q in enumerate(questions_for(f.relation, subject)[start:stop], start):
             out.append(QAPair(f.id, q, answer, obj, primary=i == 0))
     return out

@@ -17,7 +17,7 @@ from agent.errors import BadInputError, ModelLoadError
 from agent.learn import LLAMA_PROJECTIONS, LearnConfig, learn, learnable_facts, plan
 from agent.llm import CausalLM, LLMConfig, Message, convert_packaged
 from agent.probes import ANCHORS, PROBES
-from agent.questions import contains, qa_pairs, questions_for
+from agent.questions import contains, held_out_pairs, qa_pairs, questions_for
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 from kb.errors import NotFoundError
 
@@ -115,6 +115,17 @@ def test_pairs_ask_about_the_named_subject_and_answer_with_the_object(kb):
     assert not by_question["In which city does Sam live?"].primary
     assert len(pairs) == 6  # the name fact would give its answer away, so it gives no pair
     assert all(contains(p.answer, p.expected) for p in pairs)
+
+
+def test_held_out_questions_are_phrasings_never_trained_on(kb):
+    kb.add_fact("sam", "lives_in", "lisbon", text="Sam lives in Lisbon.", user="sam")
+    kb.add_fact("sam", "works_at", "acme", text="Sam works at Acme.", user="sam")
+    facts = kb.facts(user="sam")
+    trained = {p.question for p in qa_pairs(facts, "sam", "Sam", phrasings=2)}
+    held = held_out_pairs(facts, "sam", "Sam", phrasings=2)
+    assert [p.question for p in held] == ["Where is Sam's home?", "Who is Sam's employer?"]
+    assert not trained & {p.question for p in held} and not any(p.primary for p in held)
+    assert held_out_pairs(facts, "sam", "Sam", phrasings=3) == []  # every phrasing is trained
 
 
 def test_the_user_is_called_by_the_name_the_prompts_use(kb):
@@ -400,6 +411,8 @@ def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_model, tmp_path,
     assert report["accepted"] and report["adapter_version"] == 1
     assert report["closed_book_after"] > report["closed_book_before"]
     assert report["probes"] == 30 and 0 <= report["changed_fraction"] <= 1
+    # trained on phrasing 1 only, so phrasing 2 of each fact is measured as held out
+    assert len(report["held_out"]) == len(report["answers"]) and report["held_out_after"] is not None
     [stored] = AdapterStore(kbdir).list("sam")
     assert stored.meta.closed_book_after == report["closed_book_after"]
     assert (stored.path / "adapter_model.safetensors").is_file()

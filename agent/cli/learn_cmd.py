@@ -171,6 +171,8 @@ def _show(r, out: Output) -> None:
         ("training", (f"{r.steps} steps, loss {r.first_loss:.3f} -> {r.final_loss:.3f}, {r.train_seconds:.1f} s "
                       f"(+ {r.eval_seconds:.1f} s measuring)")),
         ("closed-book accuracy", f"{r.closed_book_before:.0%} before -> {r.closed_book_after:.0%} after"),
+        ("  untrained phrasing", "n/a (every phrasing is trained)" if r.held_out_before is None
+         else f"{r.held_out_before:.0%} before -> {r.held_out_after:.0%} after"),
         ("probes changed", f"{len(r.changed)}/{r.probes} ({r.changed_fraction:.0%}; limit {r.max_changed_fraction:.0%})"),
         ("accepted", f"yes, stored as v{r.adapter_version} in {r.adapter_path}" if r.adapter_version is not None
          else ("yes (not stored)" if r.accepted else "no: " + r.reason.split(":")[0])),
@@ -178,7 +180,7 @@ def _show(r, out: Output) -> None:
     out.line()
     out.table(("question", "expected", "before", "after"),
               [(a.question, a.expected, _mark(a.before, a.right_before), _mark(a.after, a.right_after))
-               for a in r.answers], title="closed-book answers (no facts in the prompt)")
+               for a in r.answers + r.held_out], title="closed-book answers (no facts in the prompt)")
     if r.changed:
         out.line()
         out.table(("probe", "before", "after"), [(c.prompt, c.before, c.after) for c in r.changed],
