@@ -336,3 +336,31 @@ def test_agent_fuses_facts_by_default_and_fusion_can_be_switched_off(tmp_path):
         assert agent.chat("Where do I live?").fused == ()
     with Agent.open(tmp_path / "kb", user="sam", fusion="off") as agent:
         assert not agent.fuser.enabled
+
+
+def test_a_lora_adapter_and_fusion_work_together_and_come_off_independently():
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_llama()
+    base = logits(model)
+    fused = FusedModel(model, adapter_for(model, gate=2.0))
+    with fused.knowledge(knowledge()):
+        fusion_only = logits(model)
+    torch.manual_seed(1)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question
+        warnings.simplefilter("ignore", FutureWarning)
+        lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                init_lora_weights=False))  # LoRA swapped in under the hooks
+    with fused.knowledge(knowledge()):
+        both = logits(model)
+    fused.detach()
+    lora_only = logits(model)
+    assert min((both - x).abs().max().item() for x in (base, fusion_only, lora_only)) > 1e-3  # both act
+    fused = FusedModel(model, fused.adapter)
+    lora.unload()  # LoRA off, fusion still attached: exactly the fused base model
+    with fused.knowledge(knowledge()):
+        assert torch.equal(logits(model), fusion_only)
+    fused.detach()
+    assert torch.equal(logits(model), base)
