@@ -284,7 +284,7 @@ class AdapterHandle:
     def on(self) -> None:
         owner = self.adapter.meta.user
         if self.user is not None and self.user != owner:
-            raise BadInputError(f"adapter {self.adapter.name} holds {owner!r}'s facts and the active user is "
+            raise BadInputError(f"adapter {self.adapter.name} holds the facts of {owner!r} and the active user is "
                                 f"{self.user!r}; switch back with /user {owner} to use it")
         self._wanted = True
         if self._peft is not None:

@@ -152,8 +152,9 @@ class Agent:
 
                 found = AdapterStore(kb.path).resolve(adapter, clean_user(user))
                 if found.meta.user != clean_user(user):  # its weights hold another user's facts
-                    raise BadInputError(f"adapter {found.path} was learned from {found.meta.user!r}'s facts, "
-                                        f"not {clean_user(user)!r}'s; open it with user={found.meta.user!r}")
+                    raise BadInputError(f"adapter {found.path} was learned from the facts of user "
+                                        f"{found.meta.user!r}, not {clean_user(user)!r}; open it with "
+                                        f"user={found.meta.user!r}")
             kb.embedder  # load it now rather than in the middle of the first reply
             lm = llm if llm is not None else CausalLM(config.llm)
             agent = cls(kb, lm, user, config, owns_kb=True, fusion=fusion)
