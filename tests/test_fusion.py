@@ -364,3 +364,23 @@ def test_a_lora_adapter_and_fusion_work_together_and_come_off_independently():
         assert torch.equal(logits(model), fusion_only)
     fused.detach()
     assert torch.equal(logits(model), base)
+
+
+CHAIN = [("sam", "sister", "mary"), ("mary", "married_to", "john"), ("john", "works_at", "google")]
+
+
+@pytest.mark.parametrize("question, answer, mid", [
+    ("Who is Sam's sister married to?", "Mary", True),  # first hop of two: the text path answers
+    ("Where does Mary's husband work?", "John.", True),
+    ("What is Sam's daughter's dog called?", "Mary", True),
+    ("Who is Sam's sister?", "Mary.", False),  # one hop: the fused answer stands
+    ("What is Sam's sister's name?", "Mary", False),
+    ("What is Sam's sister called?", "mary", False),
+    ("Who is Mary married to?", "John", False),
+    ("Where does John work?", "Google", False),  # end of the chain
+    ("Who is Sam's sister married to?", "Rome", False),  # not a fact's entity at all
+])
+def test_a_fused_answer_in_the_middle_of_a_chain_goes_to_the_text_path(question, answer, mid):
+    from agent.fuser import mid_chain
+
+    assert mid_chain(answer, question, CHAIN) is mid
