@@ -366,7 +366,8 @@ def test_a_lora_adapter_and_fusion_work_together_and_come_off_independently():
     assert torch.equal(logits(model), base)
 
 
-CHAIN = [("sam", "sister", "mary"), ("mary", "married_to", "john"), ("john", "works_at", "google")]
+CHAIN = [("sam", "sister", "mary"), ("mary", "married_to", "john"), ("john", "works_at", "google"),
+         ("sam", "pet_name", "nala"), ("nala", "is_a", "cat")]
 
 
 @pytest.mark.parametrize("question, answer, mid", [
@@ -379,6 +380,7 @@ CHAIN = [("sam", "sister", "mary"), ("mary", "married_to", "john"), ("john", "wo
     ("Who is Mary married to?", "John", False),
     ("Where does John work?", "Google", False),  # end of the chain
     ("Who is Sam's sister married to?", "Rome", False),  # not a fact's entity at all
+    ("What is Sam's cat's name?", "Nala", False),  # "Nala is a cat" describes Nala: no further hop
 ])
 def test_a_fused_answer_in_the_middle_of_a_chain_goes_to_the_text_path(question, answer, mid):
     from agent.fuser import mid_chain
