@@ -186,6 +186,7 @@ class Candidate:
     logprob: float  # mean log-probability per generated token under the model (no temperature or penalty)
     tokens: int  # generated tokens the mean is over
     greedy: bool = False  # the greedy decode rather than a sample
+    fused: bool = False  # generated with the facts and the feedback vector fused as knowledge tokens
     target_sim: float | None = None  # cosine to what the feedback asks for (None: nothing was asked)
     rejected_sim: float | None = None  # highest cosine to a rejected answer (beyond the target: FeedbackConfig)
     score: float | None = None  # logprob + λ·target_sim − μ·rejected_sim
@@ -429,8 +430,10 @@ def _regenerate(agent: Agent, last: Reply, rate: Rating, fix: str | None, note: 
     if fix_turn is not None:
         fix_turn.reply = text
     agent._history = trim_history(history + [Exchange(question.text, text)], agent.config.prompt.history_turns)
+    # fused=(): the first answer's knowledge-token attention says nothing about this one; the
+    # round's candidates say which were fused
     reply = replace(last, text=text, used_facts=tuple(used), learned_facts=tuple(learned),
-                    superseded_facts=tuple(superseded), rounds=last.rounds + (rnd,),
+                    superseded_facts=tuple(superseded), rounds=last.rounds + (rnd,), fused=(),
                     timings=Timings(retrieval=r1 - r0, generation=r2 - r1, extraction=extraction,
                                     write_back=write_back))
     agent.last_reply = reply

@@ -91,8 +91,11 @@ class Fuser:
         """Whether facts still go into the prompt as text."""
         return not self.enabled or self.config.with_text
 
-    def _display(self, name: str) -> str:
-        return self.kb._log.entity_display(name) or name
+    def _display(self, name: str, text: str) -> str:
+        """``name`` (normalised) as the fact's statement spells it ("Bob" in "Bob's name is Bob."),
+        else as the KB displays the entity: the fused answer copies these tokens."""
+        m = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, flags=re.IGNORECASE)
+        return m.group(0) if m else (self.kb._log.entity_display(name) or name)
 
     def tokens(self, facts: Sequence[Fact], question: str,
                feedback: Sequence[tuple[str, np.ndarray, str]] = ()) -> KnowledgeTokens | None:
@@ -102,7 +105,7 @@ class Fuser:
         if not self.enabled or (not facts and not feedback):
             return None
         assert self.encoder is not None
-        triples = [(self._display(f.subject), f.relation, self._display(f.object)) for f in facts]
+        triples = [(self._display(f.subject, f.text), f.relation, self._display(f.object, f.text)) for f in facts]
         self._chain = tuple((normalize_name(f.subject), f.relation, normalize_name(f.object)) for f in facts)
         self._question = question
         labels = [f.id for f in facts]

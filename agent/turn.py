@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -134,7 +135,7 @@ def answer_candidates(agent: Agent, messages: list[Message], signal: FeedbackSig
         return sample(cfg.candidates, seed)
     plain = sample(max(1, cfg.candidates // 2), seed)
     with agent.fuser.around(messages, tokens):
-        fused = sample(max(1, cfg.candidates - cfg.candidates // 2), seed + 1000)
+        fused = [replace(c, fused=True) for c in sample(max(1, cfg.candidates - cfg.candidates // 2), seed + 1000)]
     seen = {c.text for c in plain}
     return plain + [c for c in fused if c.text not in seen]
 

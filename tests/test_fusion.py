@@ -332,6 +332,9 @@ def test_agent_fuses_facts_by_default_and_fusion_can_be_switched_off(tmp_path):
         r = agent.chat("Where do I live?")
         assert r.fused and "Lisbon" in r.fused[0].text
         assert abs(sum(f.weight for f in r.fused) - 1.0) < 1.0  # shares of the attention mass
+        agent.chat("My name is Sam.")  # the user id is "sam"; the fused value must read "Sam"
+        tokens = agent.fuser.tokens(agent.kb.facts(user="sam"), "What is Sam's name?")
+        assert "Sam" in tokens.value_texts and "sam" not in tokens.value_texts
         agent.fuser.set_enabled(False)
         assert agent.chat("Where do I live?").fused == ()
     with Agent.open(tmp_path / "kb", user="sam", fusion="off") as agent:

@@ -60,6 +60,6 @@ def rounds(feedback_rounds: tuple[FeedbackRound, ...], target_weight: float, rej
             mark = "*" if c == rnd.chosen else " "
             tsim = "-" if c.target_sim is None else f"{c.target_sim:.3f}"
             lines.append(f"   {mark} score {c.score:+.3f}  log-prob {c.logprob:+.3f}  sim(asked) {tsim}  "
-                         f"sim(rejected) {c.rejected_sim:.3f}  {'greedy' if c.greedy else 'sample'}: \"{c.text}\"")
+                         f"sim(rejected) {c.rejected_sim:.3f}  {'fused ' if c.fused else ''}{'greedy' if c.greedy else 'sample'}: \"{c.text}\"")
     lines.append("  (* = chosen)")
     return lines
