@@ -21,9 +21,9 @@ import re
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
 
 from agent.errors import BadInputError, ModelLoadError
 from kb.errors import NotFoundError

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from agent.errors import BadInputError, ModelLoadError
-from agent.fusion import FusionMode, KnowledgeTokens, load_adapter, matching_adapter, packaged_adapter_dir
+from agent.fusion import (
+    FusionMode,
+    KnowledgeTokens,
+    load_adapter,
+    matching_adapter,
+    packaged_adapter_dir,
+)
 from agent.knowledge import KnowledgeEncoder
 from agent.synth import is_refusal
 from kb.facts import Fact, normalize_name

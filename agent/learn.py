@@ -18,10 +18,17 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
 
-from agent.adapters import FORMAT_VERSION, AdapterMeta, AdapterStore, _forget_peft, fingerprint, has_lora
+from agent.adapters import (
+    FORMAT_VERSION,
+    AdapterMeta,
+    AdapterStore,
+    _forget_peft,
+    fingerprint,
+    has_lora,
+)
 from agent.errors import BadInputError, ModelLoadError
 from agent.greedy import end_tokens, greedy_batch, greedy_ids
 from agent.llm import Message

@@ -9,8 +9,8 @@ The first phrasing of each fact is the closed-book test question.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from agent.vocab import PERSON_VALUED, display, sentence
 from kb.facts import Fact, normalize_name

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.extract import ExtractionContext, Triple

@@ -11,7 +11,14 @@ import pytest
 import torch
 from fakes_llm import ScriptedLLM
 
-from agent.adapters import AdapterMeta, AdapterStore, attach, fingerprint, has_lora, read_adapter
+from agent.adapters import (
+    AdapterMeta,
+    AdapterStore,
+    attach,
+    fingerprint,
+    has_lora,
+    read_adapter,
+)
 from agent.cli import main
 from agent.errors import BadInputError, ModelLoadError
 from agent.learn import LLAMA_PROJECTIONS, LearnConfig, learn, learnable_facts, plan
