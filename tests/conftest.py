@@ -38,3 +38,31 @@ def kb(kb_path, embedder):
     base = KnowledgeBase.open(kb_path, embedder=embedder, config=KBConfig(show_progress=False))
     yield base
     base.close()
+
+
+@pytest.fixture(scope="session")
+def nlp():
+    """The packaged spaCy pipeline, loaded once per session (it is only read)."""
+    from agent.nlp import load_nlp
+
+    return load_nlp()
+
+
+@pytest.fixture
+def agent_factory(kb_path, nlp):
+    """agent_factory(user, llm, config=None) -> an Agent owning a KB opened on ``kb_path``
+    (hash embedder); every agent still open is closed after the test."""
+    from agent.loop import Agent, AgentConfig
+
+    opened: list[Agent] = []
+
+    def make(user: str, llm, config: AgentConfig | None = None) -> Agent:
+        kb = KnowledgeBase.open(kb_path, embedder=HashEmbedder(64), config=KBConfig(show_progress=False))
+        agent = Agent(kb, llm, user, config or AgentConfig(), nlp=nlp, owns_kb=True)
+        opened.append(agent)
+        return agent
+
+    yield make
+    for agent in opened:
+        if not agent.kb._closed:
+            agent.close()

@@ -11,33 +11,15 @@ from fakes_llm import ScriptedLLM, echo_facts, fact_lines
 from agent.errors import BadInputError
 from agent.intent import Intent
 from agent.loop import Agent, AgentConfig
-from agent.nlp import load_nlp
 from agent.prompt import PromptConfig
-from kb import HashEmbedder, KBConfig, KnowledgeBase
 from kb.facts import Status
 
 
-@pytest.fixture(scope="module")
-def nlp():
-    return load_nlp()
-
-
 @pytest.fixture
-def open_agent(kb_path, nlp):
+def open_agent(agent_factory):
     """open_agent(user, llm=None, config=None) -> an Agent owning a KB opened on ``kb_path``."""
-    opened: list[Agent] = []
-
-    def make(user: str = "alice", llm=None, config: AgentConfig | None = None) -> Agent:
-        kb = KnowledgeBase.open(kb_path, embedder=HashEmbedder(64), config=KBConfig(show_progress=False))
-        agent = Agent(kb, llm if llm is not None else ScriptedLLM(), user, config or AgentConfig(), nlp=nlp,
-                      owns_kb=True)
-        opened.append(agent)
-        return agent
-
-    yield make
-    for agent in opened:
-        if not agent.kb._closed:
-            agent.close()
+    return lambda user="alice", llm=None, config=None: agent_factory(
+        user, llm if llm is not None else ScriptedLLM(), config)
 
 
 @pytest.fixture

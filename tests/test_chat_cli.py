@@ -14,15 +14,9 @@ from fakes_llm import ScriptedLLM, echo_facts
 
 from agent.cli import chat_cmd, demo_cmd, main
 from agent.loop import Agent, AgentConfig
-from agent.nlp import load_nlp
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def nlp():
-    return load_nlp()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from agent.extract import (
     build_extractor,
 )
 from agent.literal import normalize_date, parse_number
-from agent.nlp import load_nlp
 from agent.vocab import sentence
 from kb.facts import normalize_name
 
@@ -26,11 +25,6 @@ KB = {("alice", "sister"): "mary", ("mary", "husband"): "john", ("alice", "broth
 
 def kb_lookup(subject: str, relation: str) -> str | None:
     return KB.get((subject, relation))
-
-
-@pytest.fixture(scope="module")
-def nlp():
-    return load_nlp()
 
 
 @pytest.fixture(scope="module")

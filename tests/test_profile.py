@@ -16,7 +16,6 @@ from agent.cli import chat_cmd, main
 from agent.errors import BadInputError, StateError
 from agent.llm import Message
 from agent.loop import Agent, AgentConfig
-from agent.nlp import load_nlp
 from agent.preference import find_preferences
 from agent.profile import AnswerLength, Language, Profile, ProfileStore, Tone
 from kb import HashEmbedder, KBConfig, KnowledgeBase
@@ -41,27 +40,11 @@ def says_name(messages: list[Message]) -> str:
     return f"Your name is {m.group(1)}." if m else "I don't know."
 
 
-@pytest.fixture(scope="module")
-def nlp():
-    return load_nlp()
-
-
 @pytest.fixture
-def open_agent(kb_path, nlp):
+def open_agent(agent_factory):
     """open_agent(user, llm=None) -> an Agent owning a KB opened on ``kb_path``."""
-    opened: list[Agent] = []
-
-    def make(user: str = "alice", llm=None, config: AgentConfig | None = None) -> Agent:
-        kb = KnowledgeBase.open(kb_path, embedder=HashEmbedder(64), config=KBConfig(show_progress=False))
-        agent = Agent(kb, llm if llm is not None else RecordingLLM(), user, config or AgentConfig(), nlp=nlp,
-                      owns_kb=True)
-        opened.append(agent)
-        return agent
-
-    yield make
-    for agent in opened:
-        if not agent.kb._closed:
-            agent.close()
+    return lambda user="alice", llm=None, config=None: agent_factory(
+        user, llm if llm is not None else RecordingLLM(), config)
 
 
 def system(llm: ScriptedLLM) -> str:

@@ -8,7 +8,6 @@ import pytest
 from agent.errors import BadInputError
 from agent.extract import PatternConfig, PatternExtractor, Triple
 from agent.intent import Intent, classify, is_question, looks_like_instruction
-from agent.nlp import load_nlp
 from agent.state import DialogueState, Mention, StateConfig, StateTracker, Turn
 from kb.facts import Fact, Status
 
@@ -23,11 +22,6 @@ def lookup(subject: str, relation: str) -> str | None:
 
 def known_entities(candidates: list[str]) -> list[str]:
     return [c for c in candidates if c in KNOWN]
-
-
-@pytest.fixture(scope="module")
-def nlp():
-    return load_nlp()
 
 
 @pytest.fixture
