@@ -9,7 +9,9 @@ live in ``KB_DIR/adapters/<user>/v<N>/``. ``kgrow chat --adapter vN|latest|PATH`
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.cli.errors import EXIT_FAILURE, EXIT_OK, UsageError
@@ -18,34 +20,24 @@ from agent.cli.output import Output
 from agent.paths import default_kb_dir
 
 
-def _fraction(value: str) -> float:
-    try:
-        f = float(value)
-    except ValueError:
-        f = -1.0
-    if not 0.0 <= f <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value!r} is invalid; give a fraction from 0 to 1 (e.g. 0.2)")
-    return f
+def _number(ok: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
+    """An argparse type: a float for which ``ok`` holds, else an error naming the value and ``wanted``."""
+
+    def parse(value: str) -> float:
+        try:
+            f = float(value)
+        except ValueError:
+            f = math.nan  # fails every check below
+        if not ok(f):
+            raise argparse.ArgumentTypeError(f"{value!r} is invalid; give {wanted}")
+        return f
+
+    return parse
 
 
-def _positive_float(value: str) -> float:
-    try:
-        f = float(value)
-    except ValueError:
-        f = 0.0
-    if not f > 0.0:
-        raise argparse.ArgumentTypeError(f"{value!r} is invalid; give a positive number (e.g. 0.002)")
-    return f
-
-
-def _non_negative(value: str) -> float:
-    try:
-        f = float(value)
-    except ValueError:
-        f = -1.0
-    if not f >= 0.0:
-        raise argparse.ArgumentTypeError(f"{value!r} is invalid; give a number >= 0 (e.g. 1)")
-    return f
+_fraction = _number(lambda f: 0.0 <= f <= 1.0, "a fraction from 0 to 1 (e.g. 0.2)")
+_positive_float = _number(lambda f: f > 0.0, "a positive number (e.g. 0.002)")
+_non_negative = _number(lambda f: f >= 0.0, "a number >= 0 (e.g. 1)")
 
 
 def _modules(value: str) -> tuple[str, ...]:
