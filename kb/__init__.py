@@ -1,9 +1,9 @@
 """kgrow's knowledge base: facts, episodes, hybrid search and a fact graph over one durable log."""
-from kb.config import AddResult, KBConfig, NewFact
+from kb.config import AddResult, KBConfig, NewEpisode, NewFact
 from kb.embeddings import Embedder, EmbedderConfig, HashEmbedder, SentenceTransformerEmbedder
 from kb.errors import (ImportFormatError, IncompatibleKBError, IntegrityError, InvalidInputError, KBError,
                        KBLockedError, NotFoundError)
-from kb.facts import SHARED, Episode, Fact, Hit, Kind, Source, Status
+from kb.facts import SHARED, Episode, Fact, Hit, Kind, Role, Source, Status
 from kb.index import IndexConfig, IndexKind
 from kb.store import KnowledgeBase
 from kb.views import HistoryEvent
@@ -12,5 +12,5 @@ __all__ = [
     "AddResult", "Embedder", "EmbedderConfig", "Episode", "Fact", "HashEmbedder", "Hit", "HistoryEvent",
     "ImportFormatError", "IncompatibleKBError", "IndexConfig", "IndexKind", "IntegrityError",
     "InvalidInputError", "KBConfig", "KBError", "KBLockedError", "Kind", "KnowledgeBase", "NewFact",
-    "NotFoundError", "SHARED", "SentenceTransformerEmbedder", "Source", "Status",
+    "NewEpisode", "NotFoundError", "Role", "SHARED", "SentenceTransformerEmbedder", "Source", "Status",
 ]

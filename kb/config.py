@@ -55,6 +55,25 @@ class NewFact:
 
 
 @dataclass(frozen=True)
+class NewEpisode:
+    """One utterance to store as an episode; only text and user are required."""
+
+    text: str  # stored whole; only the embedding sees a truncated copy (EMBED_CHARS)
+    user: str  # whose memory it is
+    speaker: str = "user"  # who said it: the user's name, "assistant", or another person's name
+    role: str = "user"  # kb.facts.Role: user, assistant or other
+    session: str | None = None  # the conversation it belongs to
+    position: int | None = None  # 0-based turn index within the session, both sides counted
+    time: object = None  # when it was said (datetime, ISO string, unix seconds); default now
+    source_id: str | None = None  # caller's id of the turn, e.g. "chat-3/turn/5"
+
+
+#: an episode's text is embedded from its first this many characters: MiniLM reads 256 word pieces
+#: (about 1,000 characters) anyway, and a 100k-character paste must not cost a 100k tokenizer pass
+EMBED_CHARS = 2_000
+
+
+@dataclass(frozen=True)
 class AddResult:
     """What adding one fact did."""
 

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 #           {"type": "relation", "name", "single_valued": bool}
 #           {"type": "alias",    "alias", "canonical"}
 #           {"type": "entity",   "name", "display", "first_seen"}
-#           {"type": "episode",  "id", "user", "speaker", "text", "source_id", "time", "status"[, "vector"]}
+#           {"type": "episode",  "id", "user", "speaker", "text", "source_id", "time", "status", "session",
+#                                "position", "role"[, "vector"]}
 #           {"type": "fact",     "id", "user" ("" = shared), "subject", "relation", "object", "text",
 #                                "confidence", "status", "stated_at", "valid_from", "valid_to",
 #                                "superseded_by"[, "vector"]}
@@ -142,7 +143,7 @@ def _sections(who: str | None, vectors: bool) -> list[_Section]:
     src_ep = "(SELECT e.id FROM episodes e WHERE e.id=s.episode_id AND e.user=?)" if who is not None else "s.episode_id"
     ents = (f"name IN (SELECT subject FROM facts WHERE {fw} UNION SELECT object FROM facts WHERE {fw})"
             if who is not None else "1")
-    ep_keys = ("id", "user", "speaker", "text", "source_id", "time", "status")
+    ep_keys = ("id", "user", "speaker", "text", "source_id", "time", "status", "session", "position", "role")
     fact_keys = ("id", "user", "subject", "relation", "object", "text", "confidence", "status", "stated_at",
                  "valid_from", "valid_to", "superseded_by")
     return [

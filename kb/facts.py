@@ -91,11 +91,31 @@ class Episode:
     """A raw utterance as it was said: the evidence that facts link back to."""
 
     id: str
-    speaker: str  # e.g. "user" or "assistant"
+    speaker: str  # who said it: the user's name, "assistant", or another person's name
     text: str
-    user: str
+    user: str  # whose memory it belongs to
     source_id: str | None
     time: float
+    session: str | None = None  # the conversation it belongs to (chat session id, imported session)
+    position: int | None = None  # 0-based index of the turn within its session, both sides counted
+    role: str = "user"  # Role value: the agent's user, the assistant itself, or another person
+
+
+class Role(str, enum.Enum):
+    """Who said an episode, as seen from the KB's user: facts are extracted only from human turns,
+    and the assistant's own turns never count as evidence about the user's world."""
+
+    USER = "user"  # the agent's user
+    ASSISTANT = "assistant"  # the agent (or "assistant" in an imported chat)
+    OTHER = "other"  # another person the user talks with
+
+    @classmethod
+    def parse(cls, value: "str | Role") -> "Role":
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidInputError(
+                f"unknown role {value!r}; valid roles: {', '.join(r.value for r in cls)}") from None
 
 
 @dataclass(frozen=True)

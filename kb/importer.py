@@ -14,7 +14,7 @@ import numpy as np
 
 from kb.errors import ImportFormatError, IncompatibleKBError, InvalidInputError, NotFoundError
 from kb.exporter import EXPORT_VERSION, FORMAT_NAME, VECTOR_ENCODING
-from kb.facts import Episode, Fact, Source, Status, fact_id, iso, to_timestamp
+from kb.facts import Episode, Fact, Role, Source, Status, fact_id, iso, to_timestamp
 
 if TYPE_CHECKING:
     from kb.log import FactLog
@@ -75,6 +75,7 @@ def _time(v: object, no: int, name: str) -> float:
 
 
 _STATUSES = tuple(s.value for s in Status)
+_ROLES = tuple(r.value for r in Role)
 _CHECKS: dict[str, Callable[[object, int, str], object]] = {
     "text": _check(_is_text, "a non-empty string without NUL"),
     "scope": _check(lambda v: v == "" or _is_text(v), 'a user name, or "" for a shared fact'),
@@ -86,6 +87,8 @@ _CHECKS: dict[str, Callable[[object, int, str], object]] = {
     "episode_status": _check(lambda v: v in ("active", "forgotten"), "active or forgotten"),
     "fact_id": _check(lambda v: isinstance(v, str) and bool(_FACT_ID.fullmatch(v)), "a fact id (f_ + 24 hex digits [+ -n])"),
     "episode_id": _check(lambda v: isinstance(v, str) and bool(_EPISODE_ID.fullmatch(v)), "an episode id (e_ + 24 hex digits)"),
+    "position": _check(lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "role": _check(lambda v: v in _ROLES, f"one of {', '.join(_ROLES)}"),
 }
 # field -> check per record type; a trailing "?" means the field may be null or absent
 _SPECS: dict[str, dict[str, str]] = {
@@ -94,7 +97,9 @@ _SPECS: dict[str, dict[str, str]] = {
     "alias": {"alias": "text", "canonical": "text"},
     "entity": {"name": "text", "display": "text", "first_seen": "time"},
     "episode": {"id": "episode_id", "user": "text", "speaker": "text", "text": "text", "source_id": "text?",
-                "time": "time", "status": "episode_status"},
+                "time": "time", "status": "episode_status",
+                # added in export format 1 by schema 2; absent in older exports
+                "session": "text?", "position": "position?", "role": "role?"},
     "fact": {"id": "fact_id", "user": "scope", "subject": "text", "relation": "text", "object": "text",
              "text": "text", "confidence": "confidence", "status": "status", "stated_at": "time",
              "valid_from": "time", "valid_to": "time?", "superseded_by": "fact_id?"},
@@ -299,7 +304,9 @@ def _write(db: "FactLog", r: dict, n: Counter, index_vids: list[int]) -> None:
         if f.status is not Status.FORGOTTEN:  # superseded facts stay indexed for as_of searches
             index_vids.append(2 * rowid)
     elif t == "episode":
-        e = Episode(r["id"], r["speaker"], r["text"], r["user"], r["source_id"], r["time"])
+        role = r["role"] or (Role.ASSISTANT.value if r["speaker"] == "assistant" else Role.USER.value)
+        e = Episode(r["id"], r["speaker"], r["text"], r["user"], r["source_id"], r["time"], r["session"],
+                    r["position"], role)
         rowid = db.insert_episode(e, r["vector"])  # always writes status active
         if r["status"] == "active":
             index_vids.append(2 * rowid + 1)

@@ -13,9 +13,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from kb import migrations
 from kb.facts import Episode, Fact, Kind, Source, Status
 
-SCHEMA_VERSION = 1
+#: the newest schema this code reads and writes; kb.migrations upgrades older databases to it
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,7 +55,10 @@ CREATE TABLE IF NOT EXISTS episodes(
     source_id TEXT,
     time REAL NOT NULL,
     status TEXT NOT NULL,
-    vector BLOB
+    vector BLOB,
+    session TEXT,
+    position INTEGER,
+    role TEXT NOT NULL DEFAULT 'user'
 );
 CREATE INDEX IF NOT EXISTS episodes_user ON episodes(user);
 CREATE TABLE IF NOT EXISTS sources(
@@ -78,11 +83,16 @@ CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(text, content='');
 CREATE VIRTUAL TABLE IF NOT EXISTS episodes_fts USING fts5(text, content='');
 """
 
+# indexes on columns that migrations add: created after the upgrade has run
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS episodes_session ON episodes(user, session, position);
+"""
+
 FACT_COLS = (
     "vid, id, key, user, subject, relation, object, text, confidence, status, "
     "stated_at, valid_from, valid_to, superseded_by"
 )
-EPISODE_COLS = "vid, id, user, speaker, text, source_id, time, status"
+EPISODE_COLS = "vid, id, user, speaker, text, source_id, time, status, session, position, role"
 
 
 def fact_vid(rowid: int) -> int:
@@ -111,18 +121,23 @@ class FactLog:
     def __init__(self, path: Path, read_only: bool = False):
         self.path = path
         self.read_only = read_only
+        self.upgraded_from: int | None = None  # the schema version an upgrade on open started from
         if read_only:
             uri = f"file:{path}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            migrations.check_readable(self.db, SCHEMA_VERSION)
         else:
             self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL);
             # only an OS crash / power loss can lose the last commits.
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            if self.get_meta("schema_version") is None:
+            fresh = self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None
+            if fresh:
+                self.db.executescript(_SCHEMA)
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
+            self.upgraded_from = migrations.upgrade(self.db, SCHEMA_VERSION)
+            self.db.executescript(_INDEXES)
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache
 
@@ -289,7 +304,8 @@ class FactLog:
     # ----------------------------------------------------------------- episodes
 
     def _episode(self, row: tuple) -> Episode:
-        return Episode(id=row[1], user=row[2], speaker=row[3], text=row[4], source_id=row[5], time=row[6])
+        return Episode(id=row[1], user=row[2], speaker=row[3], text=row[4], source_id=row[5], time=row[6],
+                       session=row[8], position=row[9], role=row[10])
 
     def episode(self, episode_id: str) -> Episode | None:
         row = self.db.execute(f"SELECT {EPISODE_COLS} FROM episodes WHERE id=?", (episode_id,)).fetchone()
@@ -314,8 +330,10 @@ class FactLog:
 
     def insert_episode(self, e: Episode, vector: np.ndarray) -> int:
         cur = self.db.execute(
-            "INSERT INTO episodes(id, user, speaker, text, source_id, time, status, vector) VALUES(?,?,?,?,?,?,?,?)",
-            (e.id, e.user, e.speaker, e.text, e.source_id, e.time, "active", to_blob(vector)),
+            "INSERT INTO episodes(id, user, speaker, text, source_id, time, status, vector, session, position, role) "
+            "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+            (e.id, e.user, e.speaker, e.text, e.source_id, e.time, "active", to_blob(vector), e.session,
+             e.position, e.role),
         )
         rowid = int(cur.lastrowid)
         self.db.execute("INSERT INTO episodes_fts(rowid, text) VALUES(?, ?)", (rowid, e.text))

@@ -11,10 +11,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kb import manifest as manifest_mod
-from kb.config import AddResult, KBConfig, NewFact
+from kb.config import EMBED_CHARS, AddResult, KBConfig, NewEpisode, NewFact
 from kb.embeddings import Embedder, EmbedderConfig, SentenceTransformerEmbedder
 from kb.errors import IncompatibleKBError, InvalidInputError, KBError, NotFoundError
-from kb.facts import (Episode, Fact, Hit, Kind, Status, clean_confidence, clean_text,
+from kb.facts import (Episode, Fact, Hit, Kind, Role, Status, clean_confidence, clean_text,
                       clean_user, episode_id, iso, normalize_name,
                       normalize_relation, to_timestamp)
 from kb.forgetting import forget_facts
@@ -219,35 +219,89 @@ class KnowledgeBase:
             return [replace(r, fact=self._log.fact(r.fact.id) or r.fact) for r in results]
 
     def add_episode(self, text: str, *, user: str, speaker: str = "user", source_id: str | None = None,
-                    time: object = None, vector: np.ndarray | None = None) -> Episode:
+                    time: object = None, vector: np.ndarray | None = None, session: str | None = None,
+                    position: int | None = None, role: str | Role = Role.USER) -> Episode:
         """Store a raw utterance (deduplicated by content, speaker, user, source and time).
 
         ``vector`` (dim,) may carry the text's embedding when the caller already computed it.
         """
+        item = NewEpisode(text, user, speaker, Role.parse(role).value, session, position, time, source_id)
+        return self.add_episodes([item], None if vector is None else np.asarray(vector)[None, :])[0]
+
+    def add_episodes(self, items: Sequence[NewEpisode], vectors: np.ndarray | None = None) -> list[Episode]:
+        """Store utterances in one transaction with one batched embedding pass; all or nothing.
+
+        An episode whose id (a hash of user, speaker, source, time and text) is stored already is
+        returned as stored and not embedded again. ``vectors`` (len(items), dim) may carry embeddings.
+        """
         with self._mutex:
             self._writable()
-            body = clean_text(text, "episode text")
-            who = clean_user(user)
-            spk = clean_text(speaker, "speaker")
-            sid = clean_text(source_id, "source_id") if source_id is not None else None
-            t = to_timestamp(time, "time") if time is not None else now()
-            ep = Episode(episode_id(who, spk, sid, t, body), spk, body, who, sid, t)
-            existing = self._log.episode(ep.id)
-            if existing is not None:
-                return existing
-            if vector is not None and np.shape(vector) != (self.manifest.embedder_dim,):
-                raise InvalidInputError(f"episode vector has shape {np.shape(vector)}; expected ({self.manifest.embedder_dim},)")
-            vec = np.asarray(vector, dtype=np.float32) if vector is not None else self.embedder.embed_query(body)
+            eps = [self._episode_record(it, i if len(items) > 1 else None) for i, it in enumerate(items)]
+            if vectors is not None and np.shape(vectors) != (len(items), self.manifest.embedder_dim):
+                raise InvalidInputError(
+                    f"episode vectors have shape {np.shape(vectors)}; expected ({len(items)}, {self.manifest.embedder_dim})")
+            stored = {e.id: ex for e in eps if (ex := self._log.episode(e.id)) is not None}
+            first: dict[str, int] = {}  # the same utterance twice in one batch is stored once
+            for i, e in enumerate(eps):
+                if e.id not in stored:
+                    first.setdefault(e.id, i)
+            todo = list(first.values())
+            if vectors is not None:
+                vecs = np.asarray(vectors, dtype=np.float32)[todo]
+            elif todo:
+                vecs = self.embedder.embed_documents([eps[i].text[:EMBED_CHARS] for i in todo])
+            else:
+                vecs = np.zeros((0, self.manifest.embedder_dim), dtype=np.float32)
+            new_vecs: list[tuple[int, np.ndarray]] = []
             self._log.begin()
             try:
-                rowid = self._log.insert_episode(ep, vec)
-                self._log.add_user(who, t)
+                for i, vec in zip(todo, vecs):
+                    new_vecs.append((2 * self._log.insert_episode(eps[i], vec) + 1, vec))
+                for who in sorted({e.user for e in eps}):
+                    self._log.add_user(who, now())
                 self._log.commit()
             except BaseException:
                 self._log.rollback()
                 raise
-            self._after_write([(2 * rowid + 1, vec)])
-            return ep
+            self._after_write(new_vecs)
+            return [stored.get(e.id, e) for e in eps]
+
+    @staticmethod
+    def _episode_record(it: NewEpisode, index: int | None) -> Episode:
+        at = f" (item {index})" if index is not None else ""
+        body = clean_text(it.text, f"episode text{at}")
+        who = clean_user(it.user)
+        spk = clean_text(it.speaker, f"speaker{at}")
+        sid = clean_text(it.source_id, f"source_id{at}") if it.source_id is not None else None
+        session = clean_text(it.session, f"session{at}") if it.session is not None else None
+        if it.position is not None and (not isinstance(it.position, int) or isinstance(it.position, bool)
+                                        or it.position < 0):
+            raise InvalidInputError(f"position={it.position!r}{at} is invalid; give an integer >= 0 or None")
+        t = to_timestamp(it.time, f"time{at}") if it.time is not None else now()
+        return Episode(episode_id(who, spk, sid, t, body), spk, body, who, sid, t, session, it.position,
+                       Role.parse(it.role).value)
+
+    def session_episodes(self, user: str, session: str, start: int = 0, stop: int | None = None) -> list[Episode]:
+        """The active episodes of one of ``user``'s sessions with ``start <= position < stop``, in order."""
+        with self._mutex:
+            who = self._known_user(user)
+            where, params = "user=? AND session=? AND status='active' AND position>=?", [who, session, start]
+            if stop is not None:
+                where += " AND position<?"
+                params.append(stop)
+            return self._log.episodes_where(where, params, order="position")
+
+    def episodes(self, *, user: str | None = None, session: str | None = None, limit: int | None = None) -> list[Episode]:
+        """Active episodes (of ``user``; of one ``session``), oldest first."""
+        with self._mutex:
+            where, params = ["status='active'"], []
+            if user is not None:
+                where.append("user=?")
+                params.append(self._known_user(user))
+            if session is not None:
+                where.append("session=?")
+                params.append(session)
+            return self._log.episodes_where(" AND ".join(where), params, order="time, vid", limit=limit)
 
     def _after_write(self, new_vecs: list[tuple[int, np.ndarray]]) -> None:
         self._graph_cache = None
