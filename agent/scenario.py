@@ -33,6 +33,13 @@ class Category(str, enum.Enum):
     MULTI_USER = "multi_user"
     NEGATION = "negation"
     SMALL_TALK_AND_QUESTIONS = "small_talk_and_questions"
+    UNANSWERABLE = "unanswerable"  # about the user, but memory cannot answer: the agent must abstain
+    GENERAL_KNOWLEDGE = "general_knowledge"  # not about the user: answered as the bare model would
+
+    @property
+    def about_user(self) -> bool:
+        """Whether this category's questions are about the user or their world (the topic label)."""
+        return self is not Category.GENERAL_KNOWLEDGE
 
     @classmethod
     def parse(cls, value: str | Category) -> Category:
@@ -48,6 +55,13 @@ class TurnKind(str, enum.Enum):
 
     SAY = "say"
     ASK = "ask"
+
+
+class Split(str, enum.Enum):
+    """Which half of a set a scenario belongs to: ``dev`` may be tuned on, ``test`` never is."""
+
+    DEV = "dev"
+    TEST = "test"
 
 
 class CheckKind(str, enum.Enum):
@@ -76,6 +90,8 @@ class ScriptTurn:
     expect_answer: tuple[str, ...] = ()  # ask: any one of these in the reply (case-insensitive)
     reject: tuple[str, ...] = ()  # ask: none of these may appear in the reply
     evidence: tuple[GoldTriple, ...] = ()  # ask: facts that should be among the used facts
+    # ask: True = the reply must abstain ("You haven't told me..."), False = it must not; None = not graded
+    abstain: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,7 @@ class Scenario:
     sessions: tuple[Session, ...]
     checks: tuple[Check, ...]
     source: str  # the file it came from
+    split: Split = Split.DEV  # dev (tuned on) or test (never tuned on)
 
     @property
     def questions(self) -> tuple[ScriptTurn, ...]:
@@ -214,12 +231,17 @@ def _triples(raw: object, where: _Where) -> tuple[GoldTriple, ...]:
 
 def _turn(raw: object, where: _Where) -> ScriptTurn:
     if isinstance(raw, dict) and "ask" in raw:
-        d = _obj(raw, where, {"ask", "expect_answer"}, {"reject", "evidence"})
+        d = _obj(raw, where, {"ask", "expect_answer"}, {"reject", "evidence", "abstain"})
+        abstain = d.get("abstain")
+        if abstain is not None and not isinstance(abstain, bool):
+            raise where.at("abstain").fail(f"must be true or false, got {_show(abstain)}")
         turn = ScriptTurn(TurnKind.ASK, _str(d["ask"], where.at("ask")),
                           expect_answer=_strings(d["expect_answer"], where.at("expect_answer")),
                           reject=_strings(d.get("reject", []), where.at("reject")),
-                          evidence=_triples(d.get("evidence", []), where.at("evidence")))
-        if not turn.expect_answer and not turn.reject:
+                          evidence=_triples(d.get("evidence", []), where.at("evidence")), abstain=abstain)
+        if abstain and turn.expect_answer:
+            raise where.at("expect_answer").fail("must be empty when abstain is true (an abstention names no value)")
+        if not turn.expect_answer and not turn.reject and not abstain:
             raise where.at("expect_answer").fail("is empty and so is reject; a question needs one of them")
         return turn
     if isinstance(raw, dict) and "say" in raw:
@@ -241,7 +263,7 @@ def _session(raw: object, where: _Where, default_user: str) -> Session:
 
 
 def _scenario(raw: object, where: _Where) -> Scenario:
-    d = _obj(raw, where, {"id", "category", "description", "user", "sessions"}, {"checks"})
+    d = _obj(raw, where, {"id", "category", "description", "user", "sessions"}, {"checks", "split"})
     sid = _str(d["id"], where.at("id"))
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", sid):
         raise where.at("id").fail(f"id {sid!r} must be letters, digits, '_', '-' or '.'")
@@ -260,5 +282,8 @@ def _scenario(raw: object, where: _Where) -> Scenario:
         if kind not in {k.value for k in CheckKind}:
             raise cw.at("kind").fail(f"unknown check kind {kind!r}; valid: {', '.join(k.value for k in CheckKind)}")
         checks.append(Check(CheckKind(kind), _str(cd["user"], cw.at("user")), _triple(cd["triple"], cw.at("triple"))))
+    split = _str(d.get("split", Split.DEV.value), where.at("split"))
+    if split not in {x.value for x in Split}:
+        raise where.at("split").fail(f"unknown split {split!r}; valid: {', '.join(x.value for x in Split)}")
     return Scenario(sid, Category(category), _str(d["description"], where.at("description")), user, sessions,
-                    tuple(checks), str(where.file))
+                    tuple(checks), str(where.file), Split(split))
