@@ -281,6 +281,22 @@ class KnowledgeBase:
         return Episode(episode_id(who, spk, sid, t, body), spk, body, who, sid, t, session, it.position,
                        Role.parse(it.role).value)
 
+    def facts_from_episodes(self, episode_ids: Sequence[str]) -> dict[str, list[Fact]]:
+        """The facts learned from each episode, current and past (forgotten ones left out): recall uses
+        it so that an utterance whose facts were superseded cannot outrank what superseded them."""
+        with self._mutex:
+            ids = list(dict.fromkeys(episode_ids))
+            out: dict[str, list[Fact]] = {e: [] for e in ids}
+            if not ids:
+                return out
+            q = ",".join("?" * len(ids))
+            facts = self._log.facts_where(
+                f"status!='forgotten' AND id IN (SELECT fact_id FROM sources WHERE episode_id IN ({q}))", ids)
+            for f in facts:
+                for e in {s.episode_id for s in f.sources if s.episode_id in out}:
+                    out[e].append(f)
+            return out
+
     def session_episodes(self, user: str, session: str, start: int = 0, stop: int | None = None) -> list[Episode]:
         """The active episodes of one of ``user``'s sessions with ``start <= position < stop``, in order."""
         with self._mutex:
