@@ -127,8 +127,9 @@ def third_person(question: str, name: str) -> str:
 
 
 def build_messages(system: str, history: Sequence[Exchange], facts: Sequence[Fact], user_text: str,
-                   name: str) -> list[Message]:
-    """Chat messages: system, verbatim history, then the numbered facts + the new message.
+                   name: str, snippets: Sequence[str] = ()) -> list[Message]:
+    """Chat messages: system, verbatim history, then the numbered facts and dated ``snippets`` of
+    earlier conversations (numbered after the facts) + the new message.
 
     ``name`` is how the user is called in the facts (their stated name or user id).
     """
@@ -136,9 +137,11 @@ def build_messages(system: str, history: Sequence[Exchange], facts: Sequence[Fac
     for ex in history:
         msgs.append(Message("user", ex.user_text))
         msgs.append(Message("assistant", ex.reply))
-    if facts:
-        block = "\n".join(f"[{i}] {f.text}" for i, f in enumerate(facts, start=1))
-        content = f"Facts about me (I am {name}):\n{block}\n\n{user_text}"
+    lines = [f.text for f in facts] + list(snippets)
+    if lines:
+        block = "\n".join(f"[{i}] {line}" for i, line in enumerate(lines, start=1))
+        head = "Facts about me" if not snippets else "What I have told you" if not facts else "Facts about me and what I have told you"
+        content = f"{head} (I am {name}):\n{block}\n\n{user_text}"
     else:
         content = user_text
     msgs.append(Message("user", content))
