@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,9 +19,12 @@ from agent.profile import Profile, ProfileConfig, ProfileStore, known_slots
 from agent.prompt import Exchange, PromptConfig, trim_history
 from agent.fuser import AgentFusionConfig, FusedFact, Fuser
 from agent.fusion import FusionMode
+from agent.ingest import ASSISTANT, ChatTurn, IngestReport, Ingestor, Progress
+from agent.memory import Memory, RecallConfig, Recaller
 from agent.retrieval import RetrievalConfig, Retriever, UsedFact
 from agent.state import DialogueState, StateTracker, Turn
-from agent.turn import answer_candidates, asked_form, extract_triples, facts_for, prompt_for, take_turn, write_back
+from agent.turn import (answer_candidates, asked_form, extract_triples, facts_for, prompt_for, recall_for,
+                        take_turn, write_back)
 from kb import KBConfig, KnowledgeBase
 from kb.errors import KBError
 from kb.facts import Fact, clean_text, clean_user
@@ -36,6 +40,8 @@ class AgentConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     # how facts are found for a turn
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    # how facts and episodes are ranked together (Agent.recall, and every turn)
+    recall: RecallConfig = field(default_factory=RecallConfig)
     # how much history and how many fact tokens go into the prompt
     prompt: PromptConfig = field(default_factory=PromptConfig)
     # PATTERNS (spaCy parse, no LLM) measured better than LLM JSON triples with the 135M default model
@@ -89,6 +95,7 @@ class Reply:
     timings: Timings = Timings()
     rounds: tuple[FeedbackRound, ...] = ()  # feedback regenerations that led to this text, oldest first
     fused: tuple[FusedFact, ...] = ()  # knowledge tokens the model read, most attended first
+    memories: tuple[Memory, ...] = ()  # what recall put in front of the model (facts and episodes), best first
 
 
 class Agent:
@@ -112,6 +119,7 @@ class Agent:
         self._nlp = nlp
         self.tracker = StateTracker(nlp, self._known_entities, self._lookup_for_current_user, resolve=kb.resolve)
         self.retriever = Retriever(kb, self.config.retrieval)
+        self.recaller = Recaller(kb, self.config.recall)
         self.fuser = Fuser(llm, kb, self.config.fusion)
         self.extractor: Extractor = (
             PatternExtractor(nlp) if self.config.extractor is ExtractorKind.PATTERNS
@@ -284,6 +292,31 @@ class Agent:
         except KBError as e:
             raise BadInputError(str(e)) from None
         return take_turn(self, message)
+
+    def recall(self, text: str, k: int | None = None, now: object = None) -> list[Memory]:
+        """The memories (facts and episodes) the agent would put in front of its model for ``text``,
+        best first; the dialogue state is read, not changed. ``now`` (default: the clock) is when the
+        message is asked: nothing said later is recalled."""
+        from agent.ingest import parse_time
+
+        body = clean_text(text, "message")
+        n = self.config.recall.k if k is None else k
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1000:
+            raise BadInputError(f"k={k!r} is invalid; give an integer from 1 to 1000")
+        at = parse_time(now, "now") if now is not None else None
+        with self._lock:
+            probe = DialogueState.from_dict(self.state.to_dict())
+            turn = self.tracker.update(probe, self.user, body, at if at is not None else time.time())
+            return recall_for(self, body, turn, n, at)
+
+    def ingest(self, turns, *, me: str, assistant: str = ASSISTANT, progress: Progress | None = None) -> IngestReport:
+        """Store a chat history in the active user's memory: every turn as an episode, the facts of
+        the human turns with provenance. ``turns`` are ChatTurn records or mappings with the keys
+        speaker, text, time, session, source_id; ``me`` names the speaker who is this agent's user,
+        ``assistant`` the agent; everyone else is a person the user talks with. Idempotent."""
+        with self._lock:
+            return Ingestor(self.kb, self.extractor, self._nlp, self.user).ingest(
+                turns, me=me, assistant=assistant, progress=progress)
 
     def feedback(self, rating: Rating | int | str | None = None, correction: str | None = None,
                  note: str | None = None) -> FeedbackResult:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from agent.feedback import Candidate, FeedbackSignal
 from agent.fuser import FusedFact
 from agent.intent import Intent
 from agent.llm import Message
+from agent.memory import Memory, snippet
 from agent.preference import PreferenceMatch, find_preferences
 from agent.preference import acknowledge as acknowledge_preferences
 from agent.preference import apply as apply_preferences
@@ -51,6 +53,7 @@ def take_turn(agent: Agent, text: str) -> Iterator[str]:
         triples = extract_triples(agent, prefs.rest if prefs.changes else text, turn, ctx)
         t2 = time.perf_counter()
         used: list[UsedFact] = []
+        memories: list[Memory] = []
         fused: tuple[FusedFact, ...] = ()
         retrieval_time = 0.0
         learned: list[Fact] = []
@@ -70,11 +73,12 @@ def take_turn(agent: Agent, text: str) -> Iterator[str]:
                 yield reply
             else:
                 r0 = time.perf_counter()  # retrieval only when the model will answer
-                used = facts_for(agent, text, turn)
+                memories = recall_for(agent, text, turn, agent.config.recall.k) if _wants_facts(turn) else []
+                used, snippets = for_prompt(agent, text, memories)
                 turn.used_fact_ids = [u.fact.id for u in used]
                 retrieval_time = time.perf_counter() - r0
                 g0 = time.perf_counter()
-                messages = prompt_for(agent, text, turn, used, agent._history)
+                messages = prompt_for(agent, text, turn, used, agent._history, snippets)
                 limits = _limits(agent)
                 knowledge = agent.fuser.tokens([u.fact for u in used], asked_form(agent, text, turn))
                 stream = agent.fuser.stream(agent.llm, messages, limits.max_new_tokens, knowledge,
@@ -97,6 +101,8 @@ def take_turn(agent: Agent, text: str) -> Iterator[str]:
                 learned, superseded, retracted = write_back(agent, text, turn, triples)
             reply_text = "".join(pieces).strip()
             turn.reply = reply_text
+            if reply_text and agent.config.store_episodes:
+                _store_reply(agent, turn, reply_text)
             agent._history = trim_history(agent._history + [Exchange(text, reply_text)],
                                           agent.config.prompt.history_turns)
             agent._save_state()
@@ -104,7 +110,7 @@ def take_turn(agent: Agent, text: str) -> Iterator[str]:
             agent.last_reply = Reply(
                 reply_text, turn, tuple(used), tuple(learned), tuple(superseded + retracted),
                 Timings(state=t1 - t0, retrieval=retrieval_time, generation=gen_time, extraction=t2 - t1,
-                        write_back=w1 - w0), fused=fused,
+                        write_back=w1 - w0), fused=fused, memories=tuple(memories),
             )
 
 
@@ -175,11 +181,51 @@ def facts_for(agent: Agent, text: str, turn: Turn) -> list[UsedFact]:
     return used[: len(fit_facts([u.fact for u in used], agent.config.prompt.fact_token_budget))]
 
 
-def prompt_for(agent: Agent, text: str, turn: Turn, used: list[UsedFact], history: list[Exchange]) -> list[Message]:
-    """The messages the model answers ``text`` from: system, ``history``, the numbered ``used`` facts, the text."""
+def prompt_for(agent: Agent, text: str, turn: Turn, used: list[UsedFact], history: list[Exchange],
+               snippets: Sequence[str] = ()) -> list[Message]:
+    """The messages the model answers ``text`` from: system, ``history``, the numbered ``used`` facts and
+    dated ``snippets`` of earlier turns, the text."""
     profile = agent.profile
     cited = [u.fact for u in used] if agent.fuser.cites_text else []
-    return build_messages(system_text(profile), history, cited, asked_form(agent, text, turn), display_name(profile))
+    return build_messages(system_text(profile), history, cited, asked_form(agent, text, turn), display_name(profile),
+                          snippets if agent.fuser.cites_text else ())
+
+
+def recall_for(agent: Agent, text: str, turn: Turn, k: int, now: float | None = None) -> list[Memory]:
+    """Agent.recall's ranking for ``text`` as ``turn`` resolved it: the fact retriever's facts (entity
+    walk, relation cues) and hybrid search over facts and episodes, ranked together."""
+    retriever = agent.retriever
+    query = retriever.query_text(text, turn)
+    qv = _vector(agent, text) if query == text else None
+    facts = retriever.retrieve(text, turn, agent.state, agent.user, _vector(agent, text))
+    return agent.recaller.recall(query, user=agent.user, k=k, now=now, query_vector=qv,
+                                 facts=[(u.fact, u.score, u.why) for u in facts])
+
+
+def for_prompt(agent: Agent, text: str, memories: Sequence[Memory]) -> tuple[list[UsedFact], list[str]]:
+    """The recalled facts that fit the prompt (numbered) and dated snippets of the best episodes that
+    no cited fact already carries."""
+    facts = [m for m in memories if m.fact is not None][: agent.config.retrieval.k]
+    facts = facts[: len(fit_facts([m.fact for m in facts], agent.config.prompt.fact_token_budget))]
+    used = [UsedFact(i, m.fact, m.score, m.why) for i, m in enumerate(facts, start=1)]
+    carried = {s.episode_id for m in facts for s in m.fact.sources}
+    cfg = agent.config.recall
+    eps = [m for m in memories if m.episode is not None and m.id not in carried and m.text != text]
+    return used, [dated(m, agent.user, text, cfg.snippet_chars) for m in eps[: cfg.prompt_episodes]]
+
+
+def dated(m: Memory, user: str, query: str, max_chars: int) -> str:
+    """'On 2024-05-01 you (the assistant) said: ...' for the prompt: when, who, and the best window."""
+    day = datetime.fromtimestamp(m.time).strftime("%Y-%m-%d")
+    who = "you said" if m.role == "assistant" else "I said" if m.role == "user" else f"{m.speaker} said"
+    return f"On {day} {who}: {snippet(m.text, query, max_chars)}"
+
+
+def _store_reply(agent: Agent, turn: Turn, reply: str) -> None:
+    """The agent's own reply, as an episode marked the assistant's (searchable, never evidence)."""
+    agent.kb.add_episode(reply, user=agent.user, speaker="assistant", role="assistant",
+                         source_id=f"{agent.state.session_id}/turn/{turn.index}/reply",
+                         session=agent.state.session_id, position=2 * turn.index + 1)
 
 
 def asked_form(agent: Agent, text: str, turn: Turn) -> str:
@@ -229,9 +275,10 @@ def write_back(agent: Agent, text: str, turn: Turn, triples: list[Triple],
     if note is None and turn.intent is Intent.CORRECTION:
         note = f"correction in turn {turn.index}"
     episode_id = None
-    if agent.config.store_episodes and turn.intent in (Intent.STATEMENT, Intent.CORRECTION, Intent.QUESTION):
-        episode_id = agent.kb.add_episode(text, user=agent.user, speaker="user", source_id=source,
-                                          vector=_vector(agent, text)).id
+    if agent.config.store_episodes and turn.intent not in (Intent.COMMAND, Intent.FEEDBACK):
+        episode_id = agent.kb.add_episode(text, user=agent.user, speaker=agent.user, source_id=source,
+                                          vector=_vector(agent, text), session=agent.state.session_id,
+                                          position=2 * turn.index, role="user").id
     learned: list[Fact] = []
     superseded: list[Fact] = []
     retracted: list[Fact] = []

@@ -1,0 +1,220 @@
+"""Recall: the memories (facts and episodes) the agent puts in front of its model for one message.
+
+One ranking serves every caller: the turn pipeline, ``Agent.recall``, and later the LangChain
+retriever, MCP and the server. Stages, each kept only where the dev benchmark
+(``bench/memory_eval.py``) showed it helps; the README's memory section has the ablation table:
+
+1. hybrid candidates: ``KnowledgeBase.search`` over facts and episodes (FAISS cosine + FTS5 BM25 +
+   graph expansion, reciprocal-rank fused) on the query with the dialogue state's references spelled out;
+2. the fact retriever's facts (entity walk, relation cues, confidence) merged in;
+3. supersession: an episode whose facts were all superseded or retracted sinks below current ones;
+4. time: nothing said after ``now`` is recalled;
+5. session aggregation: a turn gains a share of the best other hits of its session;
+6. neighbour expansion: the turns next to the best hits (question and answer often span an exchange).
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from agent.errors import BadInputError
+from kb import Episode, Fact, KnowledgeBase, Kind, Role
+from kb.errors import KBError
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One recalled memory: a fact or an episode, with where it came from and why it ranks here."""
+
+    id: str  # fact id (f_...) or episode id (e_...)
+    kind: Kind
+    text: str  # the fact's sentence, or the utterance verbatim
+    time: float  # when it was said (episode) or became true (fact), unix seconds
+    score: float  # higher is better; comparable within one recall only
+    source_ids: tuple[str, ...]  # the turns it came from (an episode's own; every source of a fact)
+    speaker: str  # who said it ("assistant" for the agent's own turns); facts: their first source's user
+    role: str  # kb.Role value; the assistant's turns never count as evidence about the user's world
+    session: str | None = None
+    position: int | None = None
+    why: str = "search"  # "search", "entity:mary", "neighbour of e_...", ...
+    fact: Fact | None = None
+    episode: Episode | None = None
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """How recall ranks memories; defaults measured on the LongMemEval dev split (README)."""
+
+    # memories returned by Agent.recall when the caller gives no k
+    k: int = 10
+    # candidates drawn from hybrid search before re-ranking; more finds more but costs FAISS/SQL time
+    candidates: int = 50
+    # share of a session's best other hit added to each of its turns (0 = off): evidence sessions
+    # tend to match the question in several turns
+    session_weight: float = 0.0
+    # neighbours added on each side of the top hits, and how many top hits are expanded
+    neighbours: int = 0
+    expand_top: int = 3
+    # a neighbour's score as a share of the hit it came from
+    neighbour_weight: float = 0.5
+    # score factor of an episode all of whose facts were superseded or retracted
+    superseded_factor: float = 0.1
+    # episodes put in the prompt next to the facts (a 135M model reads few well)
+    prompt_episodes: int = 3
+    # characters of an episode shown in the prompt: the window of sentences that best matches the query
+    snippet_chars: int = 300
+
+    def __post_init__(self) -> None:
+        for name in ("k", "candidates", "neighbours", "expand_top", "prompt_episodes", "snippet_chars"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 1000 and name != "snippet_chars":
+                raise BadInputError(f"recall {name}={v!r} must be an integer in 0..1000")
+        if self.k < 1 or self.candidates < 1:
+            raise BadInputError(f"recall k={self.k} and candidates={self.candidates} must be >= 1")
+        if self.snippet_chars < 40:
+            raise BadInputError(f"recall snippet_chars={self.snippet_chars} must be >= 40")
+        for name in ("session_weight", "neighbour_weight", "superseded_factor"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise BadInputError(f"recall {name}={v!r} must be a number in [0, 1]")
+
+
+def fact_memory(f: Fact, score: float, why: str) -> Memory:
+    srcs = tuple(s.source_id for s in f.sources if s.source_id)
+    speaker = f.sources[0].user if f.sources and f.sources[0].user else f.user
+    return Memory(f.id, Kind.FACT, f.text, f.valid_from, score, srcs, speaker or "", Role.USER.value,
+                  why=why, fact=f)
+
+
+def episode_memory(e: Episode, score: float, why: str) -> Memory:
+    return Memory(e.id, Kind.EPISODE, e.text, e.time, score, (e.source_id,) if e.source_id else (),
+                  e.speaker, e.role, e.session, e.position, why, episode=e)
+
+
+class Recaller:
+    """Ranks facts and episodes for one query; stateless apart from the KB it reads."""
+
+    def __init__(self, kb: KnowledgeBase, config: RecallConfig):
+        self.kb = kb
+        self.config = config
+
+    def recall(self, query: str, *, user: str, k: int, now: float | None = None,
+               query_vector: np.ndarray | None = None, facts: Sequence[tuple[Fact, float, str]] = ()) -> list[Memory]:
+        """Up to ``k`` memories for ``query``, best first. ``facts`` are (fact, score, why) from the fact
+        retriever; ``now`` hides what was said later (imported histories, benchmarks)."""
+        cfg = self.config
+        found: dict[str, Memory] = {}
+
+        def offer(m: Memory) -> None:
+            old = found.get(m.id)
+            if old is None or m.score > old.score:
+                found[m.id] = m
+
+        try:
+            hits = self.kb.search(query, k=max(cfg.candidates, k), user=user, query_vector=query_vector,
+                                  as_of=now)  # facts as they stood then; episodes said by then
+        except KBError:
+            hits = []
+        for h in hits:
+            if h.fact is not None:
+                offer(fact_memory(h.fact, h.score, "search"))
+            elif h.episode is not None:
+                offer(episode_memory(h.episode, h.score, "search"))
+        for f, score, why in facts:
+            offer(fact_memory(f, score, why))
+        if now is not None:
+            found = {i: m for i, m in found.items() if m.time <= now}
+        found = self._demote_superseded(found, now)
+        if cfg.session_weight:
+            found = self._aggregate_sessions(found)
+        if cfg.neighbours:
+            for m in self._neighbours(found, user, now):
+                found.setdefault(m.id, m)
+        return sorted(found.values(), key=lambda m: (-m.score, m.id))[:k]
+
+    def _demote_superseded(self, found: dict[str, Memory], now: float | None) -> dict[str, Memory]:
+        eps = [i for i, m in found.items() if m.kind is Kind.EPISODE]
+        try:
+            taught = self.kb.facts_from_episodes(eps)
+        except KBError:
+            return found
+        out = dict(found)
+        for eid, facts in taught.items():
+            if facts and not any(_current(f, now) for f in facts):
+                out[eid] = replace(out[eid], score=out[eid].score * self.config.superseded_factor)
+        return out
+
+    def _aggregate_sessions(self, found: dict[str, Memory]) -> dict[str, Memory]:
+        by_session: dict[str, list[float]] = defaultdict(list)
+        for m in found.values():
+            if m.session is not None:
+                by_session[m.session].append(m.score)
+        out = {}
+        for i, m in found.items():
+            others = sorted(by_session.get(m.session or "", []), reverse=True)
+            if m.session is not None and len(others) > 1:
+                best_other = others[1] if others[0] == m.score else others[0]
+                m = replace(m, score=m.score + self.config.session_weight * best_other)
+            out[i] = m
+        return out
+
+    def _neighbours(self, found: dict[str, Memory], user: str, now: float | None) -> list[Memory]:
+        cfg = self.config
+        top = [m for m in sorted(found.values(), key=lambda m: -m.score)
+               if m.kind is Kind.EPISODE and m.session is not None and m.position is not None][: cfg.expand_top]
+        out = []
+        for m in top:
+            try:
+                near = self.kb.session_episodes(user, m.session, max(0, m.position - cfg.neighbours),
+                                                m.position + cfg.neighbours + 1)
+            except KBError:
+                continue
+            for e in near:
+                if e.id != m.id and (now is None or e.time <= now):
+                    out.append(episode_memory(e, m.score * cfg.neighbour_weight, f"neighbour of {m.id}"))
+        return out
+
+
+def _current(f: Fact, now: float | None) -> bool:
+    """Whether ``f`` held at ``now`` (default: holds today)."""
+    if now is None:
+        return f.status.value == "active"
+    return f.status.value != "forgotten" and f.valid_from <= now and (f.valid_to is None or f.valid_to > now)
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def snippet(text: str, query: str, max_chars: int) -> str:
+    """The window of whole sentences of ``text`` (at most ``max_chars``) sharing most words with
+    ``query``; long turns are cut to the part that answers, not to their first lines."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    sentences = [s for s in _SENTENCE.split(text) if s]
+    q = set(_WORD.findall(query.lower())) - _STOP
+    best, best_score = "", -1.0
+    for i in range(len(sentences)):
+        window, score, j = "", 0.0, i
+        while j < len(sentences) and len(window) + len(sentences[j]) + 1 <= max_chars:
+            window = f"{window} {sentences[j]}".strip()
+            score += len(q & set(_WORD.findall(sentences[j].lower())))
+            j += 1
+        if not window:  # one sentence longer than the budget: cut it at a word
+            window = sentences[i][:max_chars].rsplit(" ", 1)[0] + "…"
+            score = len(q & set(_WORD.findall(window.lower())))
+        if score > best_score + 1e-9:
+            best, best_score = window, score
+    return best
+
+
+_STOP = frozenset(
+    "a an the i me my we our you your he she it they them is are was were be been do did does to of in on at "
+    "for with and or but what which who when where how why that this there have has had can could would "
+    "should will about from as by so if".split())
+

@@ -1,0 +1,99 @@
+"""Every turn is memory: both sides stored, recall over facts and episodes, ingest of chat histories."""
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import BadInputError
+from agent.ingest import ChatTurn
+from kb import Kind
+from tests.fakes_llm import ScriptedLLM
+
+T0 = 1_700_000_000.0  # 2023-11-14
+
+
+def test_both_sides_of_a_chat_are_episodes_with_session_and_position(agent_factory):
+    agent = agent_factory("sam", ScriptedLLM(["Nice to meet you!"]))
+    agent.chat("Hello there, how are you today?")
+    eps = agent.kb.episodes(user="sam")
+    assert [(e.role, e.position) for e in eps] == [("user", 0), ("assistant", 1)]
+    assert eps[0].session == eps[1].session == agent.state.session_id
+    assert eps[1].text == "Nice to meet you!"
+
+
+def test_recall_finds_an_utterance_no_fact_was_extracted_from(agent_factory):
+    agent = agent_factory("sam", ScriptedLLM())
+    agent.chat("I adopted a rescue greyhound last week, his name is Biscuit.")
+    agent.chat("I've been learning to play the cello since January.")
+    agent.reset_session()
+    top = agent.recall("What is my dog called?", k=3)
+    assert any("Biscuit" in m.text for m in top)
+    m = next(m for m in top if "Biscuit" in m.text)
+    assert m.kind in (Kind.EPISODE, Kind.FACT) and m.source_ids and m.source_ids[0].endswith("/turn/0")
+    assert any("cello" in m.text for m in agent.recall("What instrument am I learning?", k=3))
+
+
+def test_the_turn_cites_recalled_episodes_in_the_prompt(agent_factory):
+    llm = ScriptedLLM()
+    agent = agent_factory("sam", llm)
+    agent.chat("I adopted a rescue greyhound last week, his name is Biscuit.")
+    agent.reset_session()
+    reply = agent.chat("What is my dog called?")
+    assert "Biscuit" in llm.last_user_message
+    assert any("Biscuit" in m.text for m in reply.memories)
+
+
+def test_recall_leaves_the_dialogue_state_alone(agent_factory):
+    agent = agent_factory("sam", ScriptedLLM())
+    agent.chat("My sister is Mary.")
+    before = agent.state.to_dict()
+    agent.recall("Where does my sister live?")
+    assert agent.state.to_dict() == before
+
+
+def test_an_old_episode_does_not_outrank_the_fact_that_superseded_it(agent_factory):
+    agent = agent_factory("sam", ScriptedLLM())
+    agent.ingest([ChatTurn("sam", "I live in Paris.", T0, "s1")], me="sam")
+    agent.ingest([ChatTurn("sam", "I live in Berlin.", T0 + 86400 * 30, "s2")], me="sam")
+    top = agent.recall("Where do I live?", k=5)
+    texts = [m.text for m in top]
+    berlin = min(i for i, t in enumerate(texts) if "Berlin" in t)
+    paris = [i for i, t in enumerate(texts) if "Paris" in t]
+    assert all(berlin < i for i in paris)
+
+
+def test_ingest_stores_every_turn_marks_roles_and_is_idempotent(agent_factory):
+    agent = agent_factory("sam", ScriptedLLM())
+    turns = [{"speaker": "Sam", "text": "I work at Siemens.", "time": "2023/05/30 (Tue) 23:40", "session": "a"},
+             {"speaker": "assistant", "text": "You work at Google.", "session": "a"},
+             {"speaker": "Mia", "text": "I live in Oslo.", "session": "a"}]
+    first = agent.ingest(turns, me="Sam")
+    assert (first.sessions, first.turns, first.episodes_new) == (1, 3, 3)
+    eps = agent.kb.session_episodes("sam", "a")
+    assert [e.role for e in eps] == ["user", "assistant", "other"]
+    facts = {(f.subject, f.relation, f.object) for f in agent.kb.facts(user="sam")}
+    assert ("sam", "works_at", "siemens") in facts
+    assert not any(f[2] == "google" for f in facts)  # the assistant's turns are never facts
+    again = agent.ingest(turns, me="Sam")
+    assert again.episodes_new == 0 and again.facts_learned == 0
+    assert len(agent.kb.episodes(user="sam")) == 3
+
+
+def test_recall_hides_what_was_said_after_now(agent_factory):
+    agent = agent_factory("sam", ScriptedLLM())
+    agent.ingest([ChatTurn("sam", "My favourite band is Muse.", T0, "s1"),
+                  ChatTurn("sam", "My favourite band is Blur now.", T0 + 86400 * 10, "s2")], me="sam")
+    texts = [m.text for m in agent.recall("favourite band", now=T0 + 86400)]
+    assert any("Muse" in t for t in texts) and not any("Blur" in t for t in texts)
+
+
+def test_bad_ingest_input_names_what_is_valid(agent_factory):
+    agent = agent_factory("sam", ScriptedLLM())
+    with pytest.raises(BadInputError, match="me='Bob' is not a speaker.*'Sam', 'assistant'"):
+        agent.ingest([ChatTurn("Sam", "hi"), ChatTurn("assistant", "hello")], me="Bob")
+    with pytest.raises(BadInputError, match="unparsable time 'yesterday-ish'.*accepted"):
+        agent.ingest([ChatTurn("Sam", "hi", "yesterday-ish")], me="Sam")
+    with pytest.raises(BadInputError, match="turn 1: unknown field.*valid fields"):
+        agent.ingest([{"speaker": "Sam", "txt": "hi"}], me="Sam")
+    with pytest.raises(BadInputError, match="k=0 is invalid"):
+        agent.recall("anything", k=0)
+    assert agent.kb.episodes(user="sam") == []
