@@ -24,13 +24,16 @@ Subjects: first person -> the user, pronouns and known phrases -> context.refere
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent import copula, phrase, vocab
+from agent import copula, frames, phrase, relations, vocab
 from agent.errors import BadInputError
 from agent.intent import is_question, looks_like_instruction
 from agent.literal import looks_like_date, normalize_date, parse_number
+from agent.modality import Modality, combine, governed_modality, own_modality, sentence_modality
+from agent.timeparse import When
 from agent.triple import ExtractionContext, Triple, dedupe
 
 if TYPE_CHECKING:
@@ -52,6 +55,9 @@ class PatternConfig:
     # raise when a sentence trips an internal error instead of skipping it (and counting it in
     # PatternExtractor.errors): tests want the bug, a chat turn wants the other sentences' facts
     strict: bool = False
+    # keep predicates that map to no canonical relation as open relations ("runs", "volunteers_at");
+    # the KB treats them as multi-valued, so they are searchable and never supersede anything
+    open_relations: bool = True
 
     def __post_init__(self) -> None:
         for name in ("confidence", "resolved_confidence", "guessed_confidence", "hedged_confidence"):
@@ -132,6 +138,9 @@ class Run:
         self.cfg = config
         self.out: list[Triple] = []
         self.level = config.confidence  # the current sentence's confidence ceiling
+        self.now = context.now if context.now is not None else time.time()  # "next month" is read against it
+        self.mod = Modality.ASSERTED  # the current clause's modality: only stored ones emit
+        self.when: When | None = None  # the current clause's resolved time
 
     # ------------------------------------------------------------------ walking the parse
 
@@ -139,6 +148,8 @@ class Run:
         text = sent.text.strip()
         if not text or text.startswith("/") or is_question(text) or looks_like_instruction(text):
             return
+        if sentence_modality(sent) is not Modality.ASSERTED:
+            return  # a question or sarcasm: nothing in it is stated as fact
         hedged = any(t.lower_ in _HEDGES for t in sent)
         self.level = self.cfg.hedged_confidence if hedged else self.cfg.confidence
         self._preferences(text)
@@ -170,8 +181,9 @@ class Run:
         has_subject = any(c.dep_ in ("nsubj", "nsubjpass") for c in clause.children)
         if clause.lemma_.lower() in vocab.REPORTING_OK:  # "I'd like you to remember that ..."
             return True
-        if lemma in vocab.REPORTING_OK or lemma in vocab.HEDGING:
-            return has_subject
+        if lemma in vocab.REPORTING_OK or lemma in vocab.HEDGING:  # the user's own, never someone else's
+            return has_subject and not any(c.dep_ in ("nsubj", "nsubjpass") and c.lower_ not in vocab.FIRST_PERSON
+                                           for c in head.children)
         if lemma in vocab.SELF_REPORTING:  # "I said I live in Rome", not "say I am the admin"
             return has_subject and any(c.dep_ == "nsubj" and c.lower_ in vocab.FIRST_PERSON
                                        for c in head.children)
@@ -180,7 +192,17 @@ class Run:
         return has_subject and (lemma in vocab.VERB_RELATIONS or lemma in ("be", "have"))
 
     def _clause(self, head: Token, inherited: list[Ref] | None, retract: bool) -> list[Ref] | None:
-        """Extract from one clause; return its subjects for coordinated clauses to inherit."""
+        """Extract from one clause in its modality; return its subjects for coordinated clauses."""
+        saved = (self.mod, self.when)
+        own, when = own_modality(head, self.now)
+        self.mod = combine(own, governed_modality(head), saved[0] if head.dep_ == "xcomp" else Modality.ASSERTED)
+        self.when = when if when is not None else (saved[1] if head.dep_ == "xcomp" else None)
+        try:
+            return self._clause_body(head, inherited, retract)
+        finally:
+            self.mod, self.when = saved
+
+    def _clause_body(self, head: Token, inherited: list[Ref] | None, retract: bool) -> list[Ref] | None:
         lemma = head.lemma_.lower()
         subj_toks = [s for c in phrase.children(head, "nsubj", "nsubjpass") for s in phrase.conjuncts(c)
                      if inherited is None or c.lower_ not in vocab.RELATIVE_PRONOUNS]
@@ -212,19 +234,22 @@ class Run:
             if lemma == "be":
                 copula.predicate(self, head, ref, neg, retract)
             elif lemma in ("call", "name") and phrase.children(head, "oprd"):
-                self._named(head, subj_toks, neg, retract)
+                frames.named(self, head, subj_toks, neg, retract)
             elif lemma in ("get", "become") and phrase.children(head, "acomp", "attr"):
                 copula.predicate(self, head, ref, neg, retract)  # "got married to", "became a nurse"
-            elif lemma == "have":
-                self._have(head, ref, neg, retract)
+            elif lemma == "have" or (lemma == "get" and phrase.children(head, "dobj")):
+                frames.have(self, head, ref, neg, retract)  # "I've got a cat", "I got a puppy"
+                frames.objects(self, head, ref, neg, retract)
             elif lemma in ("use", "stop", "quit") and phrase.children(head, "xcomp"):
                 for x in phrase.children(head, "xcomp"):  # "used to live", "stopped working"
                     self._clause(x, [ref], retract=True)
             elif lemma == "stand" and neg:  # "I can't stand X"
                 for obj in phrase.children(head, "dobj"):
                     self.values(ref, "dislikes", obj, False, retract)
-            elif lemma in vocab.VERB_RELATIONS:
-                self._verb(head, ref, neg, retract)
+            elif relations.frame_verb(lemma) is not None:
+                frames.verb(self, head, ref, neg, retract)
+            else:
+                frames.objects(self, head, ref, neg, retract)
         return refs
 
     # ------------------------------------------------------------------ noun phrases
@@ -279,88 +304,9 @@ class Run:
 
     # ------------------------------------------------------------------ clause patterns
 
-    def _named(self, head: Token, subjects: list[Token], neg: bool, retract: bool) -> None:
-        """ "I'm called Sam", "My dog is named Rex", "My sister is called Mary"."""
-        for subj in subjects:
-            for name_tok in phrase.children(head, "oprd"):
-                name = phrase.value_text(name_tok)
-                if subj.lower_ in vocab.FIRST_PERSON:
-                    self.emit(Ref(self.ctx.user, self.cfg.confidence), "name", name, neg or retract)
-                    continue
-                owner_tok = phrase.possessor(subj)
-                owner = self.np(owner_tok) if owner_tok is not None else None
-                if owner is None or owner.common:
-                    continue
-                self.name_of(owner, subj.lemma_.lower(), name, neg or retract)
-
     def name_of(self, owner: Ref, noun: str, name: str, negated: bool) -> None:
-        """Facts that "``owner``'s ``noun`` is called ``name``" gives, for pets and people."""
-        if noun in vocab.PET_NOUNS:
-            self.emit(owner, "has_pet", noun, negated)
-            self.emit(owner, "pet_name", name, negated)
-            self.emit(Ref(name, owner.confidence), "is_a", noun, negated)
-        elif noun in vocab.PERSON_RELATIONS:
-            self.emit(owner, vocab.PERSON_RELATIONS[noun], name, negated)
-
-    def _have(self, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
-        """ "I have a dog named Rex / a sister (named Mary, who lives in Rome) / a car"."""
-        negated = neg or retract
-        for first in phrase.children(head, "dobj"):
-            for obj in phrase.conjuncts(first):
-                noun = obj.lemma_.lower()
-                names = [phrase.value_text(o) for acl in phrase.children(obj, "acl")
-                         if acl.lemma_.lower() in ("name", "call") for o in phrase.children(acl, "oprd")]
-                names += [phrase.value_text(a) for a in phrase.children(obj, "appos") if a.pos_ == "PROPN"]
-                if obj.pos_ == "PROPN":  # misparse "a [parrot called] Kiwi": the noun hangs off "called"
-                    for mod in phrase.children(obj, "amod", "acl"):
-                        if mod.lemma_.lower() in ("name", "call"):
-                            kinds = [c for c in mod.children if c.lemma_.lower() in vocab.PET_NOUNS
-                                     or c.lemma_.lower() in vocab.PERSON_RELATIONS]
-                            if kinds:
-                                noun, names = kinds[0].lemma_.lower(), [phrase.value_text(obj)]
-                if noun in vocab.PET_NOUNS:
-                    self.emit(ref, "has_pet", noun, negated)
-                    for name in names:
-                        self.name_of(ref, noun, name, negated)
-                elif noun in vocab.PERSON_RELATIONS:
-                    for name in names:
-                        self.name_of(ref, noun, name, negated)
-                    rel = vocab.PERSON_RELATIONS[noun]
-                    if not negated:
-                        found = names[0] if names else self.ctx.safe_lookup(ref.name, rel)
-                        who = Ref(found, ref.confidence) if found else Ref(
-                            f"{ref.name}'s {rel.replace('_', ' ')}", min(ref.confidence, self.cfg.guessed_confidence))
-                        self._relative_clauses(obj, who)
-                elif noun in vocab.POSSESSION_NOUNS or obj.pos_ == "PROPN":
-                    self.emit(ref, "owns", phrase.value_text(obj), negated)
-
-    def _verb(self, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
-        """Verb + preposition/object frames from ``vocab.VERB_RELATIONS``."""
-        lemma = head.lemma_.lower()
-        frames = vocab.VERB_RELATIONS[lemma]
-        if lemma == "grow" and not any(c.dep_ == "prt" and c.lower_ == "up" for c in head.children):
-            return
-        wish = any(c.dep_ == "aux" and c.lower_ in ("would", "'d", "d") for c in head.children)
-        for child in head.children:
-            if child.dep_ == "prep":
-                prep = child.lower_
-                for pobj in phrase.children(child, "pobj"):
-                    if lemma == "move" and prep == "from":  # "moved from Paris to Berlin"
-                        self.values(ref, "lives_in", pobj, False, True)
-                    elif prep in frames and frames[prep] == "occupation":  # "work as a nurse at X"
-                        copula.kind(self, pobj, ref, neg, retract, occupation=True)
-                    elif prep in frames:
-                        self.values(ref, frames[prep], pobj, neg, retract)
-            elif child.dep_ == "dobj" and "dobj" in frames and not wish:
-                if re.fullmatch(r"answers?|repl(?:y|ies)|responses?", child.lower_):
-                    continue  # handled by the answer-style preference rule
-                self.values(ref, frames["dobj"], child, neg, retract)
-            elif child.dep_ == "xcomp" and "xcomp" in frames and not wish:
-                if any(c.dep_ in ("nsubj", "nsubjpass") for c in child.children):
-                    continue
-                rel, negated = vocab.polarity(frames["xcomp"], neg, retract)
-                for activity in phrase.conjuncts(child):  # "hiking and swimming": one fact each
-                    self.emit(ref, rel, phrase.clause_text(activity), negated)
+        """Facts that "``owner``'s ``noun`` is called ``name``" gives (agent.frames.name_of)."""
+        frames.name_of(self, owner, noun, name, negated)
 
     def _imperative(self, head: Token) -> None:
         """ "Call me Sam" (no subject): the only imperative that states a fact about the user."""
@@ -424,8 +370,15 @@ class Run:
         return text
 
     def emit(self, ref: Ref, relation: str, obj: str, negated: bool, confidence: float | None = None) -> None:
-        """Append a triple if it is well formed (sizes, relation name, subject != object)."""
+        """Append a triple if it is well formed (sizes, relation name, subject != object) and said in a
+        stored modality; a plan becomes its plan relation with the plan's time in its sentence."""
+        if not self.mod.stored:
+            return
         rel = vocab.valid_relation(relation)
+        if self.mod is Modality.PLAN and rel is not None:
+            if negated:
+                return
+            rel = relations.plan_relation(rel)
         obj = " ".join(obj.split()).strip(" ,;:")
         if rel is None or not obj or not ref.name.strip():
             return
@@ -434,4 +387,8 @@ class Run:
         if (obj.lower() == ref.name.lower() and rel != "name") or obj.lower() in vocab.NOT_STORED_PERSONS:
             return
         conf = min(self.level, ref.confidence, confidence if confidence is not None else 1.0)
-        self.out.append(Triple(ref.name, rel, obj, vocab.sentence(ref.name, rel, obj, negated), negated, conf))
+        when = self.when.iso if self.when is not None else None
+        text = vocab.sentence(ref.name, rel, obj, negated)
+        if self.mod is Modality.PLAN and when:
+            text = f"{text[:-1]} ({when})."
+        self.out.append(Triple(ref.name, rel, obj, text, negated, conf, modality=self.mod.value, time=when))

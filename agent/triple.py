@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -12,6 +13,7 @@ from kb.facts import normalize_name
 if TYPE_CHECKING:
     from spacy.tokens import Doc
 
+_ISO_PREFIX = re.compile(r"^\d{4}(?:-\d{2}(?:-\d{2})?)?$")
 #: (subject, relation) -> the current object in the KB for this user, or None if unknown
 Lookup = Callable[[str, str], "str | None"]
 
@@ -31,8 +33,17 @@ class Triple:
     text: str  # a short self-contained sentence with names resolved: "Alice lives in Paris."
     negated: bool = False  # the utterance says this no longer holds / does not hold: retract it
     confidence: float = 0.9  # lower when hedged ("I think ...") or resolved by guesswork
+    # how it was said (agent.modality.Modality value): only "asserted"/"past" are current facts that
+    # may supersede; "plan" is stored as a plan relation; other modalities are never stored
+    modality: str = "asserted"
+    time: str | None = None  # ISO prefix of the time the utterance gave it ("2026-12"), None if none
 
     def __post_init__(self) -> None:
+        from agent.modality import Modality
+
+        object.__setattr__(self, "modality", Modality.parse(self.modality).value)
+        if self.time is not None and not _ISO_PREFIX.match(str(self.time)):
+            raise BadInputError(f"Triple.time={self.time!r} must be an ISO date prefix like 2026-12 or 2026-12-01")
         for name in ("subject", "relation", "object", "text"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -40,6 +51,16 @@ class Triple:
         if not isinstance(self.confidence, (int, float)) or math.isnan(self.confidence) \
                 or not 0.0 <= self.confidence <= 1.0:
             raise BadInputError(f"Triple.confidence={self.confidence!r} must be in [0, 1]")
+
+    @property
+    def current(self) -> bool:
+        """Whether this is a fact that holds now (stored as current, may supersede)."""
+        return not self.negated and self.modality in ("asserted", "past")
+
+    @property
+    def stored(self) -> bool:
+        """Whether write-back stores it: current facts, plans, and retractions of asserted facts."""
+        return self.modality in ("asserted", "past", "plan")
 
     def key(self) -> tuple[str, str, str, bool]:
         """Identity for de-duplication: normalised triple plus polarity."""
@@ -56,8 +77,12 @@ class ExtractionContext:
     references: dict[str, str] = field(default_factory=dict)
     # (subject, relation) -> current object in the KB for this user; resolves "my sister's husband"
     lookup: Lookup = no_lookup
+    # when the utterance was said (unix seconds): "next month" is resolved against it; None = now
+    now: float | None = None
 
     def __post_init__(self) -> None:
+        if self.now is not None and (not isinstance(self.now, (int, float)) or math.isnan(self.now)):
+            raise BadInputError(f"ExtractionContext.now must be unix seconds or None, got {self.now!r}")
         if not isinstance(self.user, str) or not self.user.strip():
             raise BadInputError(f"ExtractionContext.user must be a non-empty string, got {self.user!r}")
         if not isinstance(self.references, dict) or not all(

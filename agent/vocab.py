@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from agent import relations
 from kb.facts import normalize_relation
 
 #: first-person words; all of them resolve to the speaking user
@@ -63,38 +64,8 @@ ADJ_RELATIONS: dict[str, str] = {
     "vegan": "diet", "pescatarian": "diet", "retired": "employment_status",
     "unemployed": "employment_status", "pregnant": "pregnant",
 }
-# Verb lemma -> {preposition or "dobj"/"xcomp" -> relation}. Only these verbs produce facts, so a
-# sentence with an unknown verb yields nothing rather than an odd relation.
-VERB_RELATIONS: dict[str, dict[str, str]] = {
-    "live": {"in": "lives_in", "at": "lives_in", "near": "lives_near"},
-    "reside": {"in": "lives_in"},
-    "move": {"to": "lives_in"},
-    "relocate": {"to": "lives_in"},
-    "work": {"at": "works_at", "for": "works_at", "in": "works_in", "as": "occupation"},
-    "study": {"at": "studies_at", "dobj": "studies"},
-    "attend": {"dobj": "studies_at"},
-    "like": {"dobj": "likes", "xcomp": "likes"},
-    "love": {"dobj": "likes", "xcomp": "likes"},
-    "enjoy": {"dobj": "likes", "xcomp": "likes"},
-    "adore": {"dobj": "likes", "xcomp": "likes"},
-    "prefer": {"dobj": "prefers", "xcomp": "prefers"},
-    "hate": {"dobj": "dislikes", "xcomp": "dislikes"},
-    "dislike": {"dobj": "dislikes", "xcomp": "dislikes"},
-    "detest": {"dobj": "dislikes", "xcomp": "dislikes"},
-    "loathe": {"dobj": "dislikes", "xcomp": "dislikes"},
-    "despise": {"dobj": "dislikes", "xcomp": "dislikes"},
-    "speak": {"dobj": "speaks"},
-    "own": {"dobj": "owns"},
-    "play": {"dobj": "plays"},
-    "marry": {"dobj": "married_to"},
-    "date": {"dobj": "partner"},
-    "come": {"from": "comes_from"},
-    "teach": {"dobj": "teaches"},
-    "learn": {"dobj": "learning"},
-    "drive": {"dobj": "drives"},
-    "grow": {"in": "grew_up_in"},  # only with the particle "up" (checked by the extractor)
-    "bear": {"on": "born_on", "in": "born_in"},  # passive "was born"
-}
+# Verb lemma -> {preposition or "dobj"/"xcomp"/"agent" -> relation}: the data lives in agent.relations.
+VERB_RELATIONS = relations.VERB_RELATIONS
 #: verbs whose negation flips the preference instead of retracting it ("don't like" -> dislikes)
 FLIP_ON_NEGATION: dict[str, str] = {"likes": "dislikes"}
 # Verbs whose clausal complement may hold facts: "remember that I live in Oslo". Hedging verbs
@@ -196,7 +167,11 @@ _TEMPLATES: dict[str, str] = {
     "good_at": "{s} is good at {o}.", "afraid_of": "{s} is afraid of {o}.",
     "related_to": "{s} is related to {o}.", "marital_status": "{s} is {o}.", "diet": "{s} is {o}.",
     "employment_status": "{s} is {o}.", "capital": "The capital of {s} is {o}.",
-    "answer_style": "{s} prefers {o} answers.",
+    "answer_style": "{s} prefers {o} answers.", "plans_to_move_to": "{s} plans to move to {o}.",
+    "plans_to_work_at": "{s} plans to work at {o}.", "plans_to_study_at": "{s} plans to study at {o}.",
+    "plans_to_marry": "{s} plans to marry {o}.", "plans_to_learn": "{s} plans to learn {o}.",
+    "plans_to_study": "{s} plans to study {o}.", "plans_to_become": "{s} plans to become {a} {o}.",
+    "nationality": "{s} is {o}.",
     "preferred_language": "{s} prefers to be answered in {o}.",
 }
 

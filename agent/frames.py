@@ -1,0 +1,148 @@
+"""Verb frames of the pattern extractor: naming, having, verbs with relation frames, and verbs without.
+
+Functions of the extractor's run (``agent.patterns.Run``), like agent.copula: they resolve noun
+phrases and emit triples through it. Which verb and slot give which relation is data in
+agent.relations.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from agent import copula, phrase, relations, vocab
+
+if TYPE_CHECKING:
+    from spacy.tokens import Token
+
+    from agent.patterns import Ref, Run
+
+#: entity labels that are circumstances (times, amounts), never the value of an open relation
+_NOT_VALUES = frozenset({"DATE", "TIME", "CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT"})
+
+
+def _ref(name: str, confidence: float) -> Ref:
+    from agent.patterns import Ref  # agent.patterns imports this module
+
+    return Ref(name, confidence)
+
+
+def named(run: Run, head: Token, subjects: list[Token], neg: bool, retract: bool) -> None:
+    """ "I'm called Sam", "My dog is named Rex", "My sister is called Mary"."""
+    for subj in subjects:
+        for name_tok in phrase.children(head, "oprd"):
+            name = phrase.value_text(name_tok)
+            if subj.lower_ in vocab.FIRST_PERSON:
+                run.emit(_ref(run.ctx.user, run.cfg.confidence), "name", name, neg or retract)
+                continue
+            owner_tok = phrase.possessor(subj)
+            owner = run.np(owner_tok) if owner_tok is not None else None
+            if owner is None or owner.common:
+                continue
+            name_of(run, owner, subj.lemma_.lower(), name, neg or retract)
+
+
+def name_of(run: Run, owner: Ref, noun: str, name: str, negated: bool) -> None:
+    """Facts that "``owner``'s ``noun`` is called ``name``" gives, for pets and people."""
+    if noun in vocab.PET_NOUNS:
+        run.emit(owner, "has_pet", noun, negated)
+        run.emit(owner, "pet_name", name, negated)
+        run.emit(_ref(name, owner.confidence), "is_a", noun, negated)
+    elif noun in vocab.PERSON_RELATIONS:
+        run.emit(owner, vocab.PERSON_RELATIONS[noun], name, negated)
+
+
+def have(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
+    """ "I have a dog named Rex / a sister (named Mary, who lives in Rome) / a car"."""
+    negated = neg or retract
+    for first in phrase.children(head, "dobj"):
+        for obj in phrase.conjuncts(first):
+            noun = obj.lemma_.lower()
+            names = [phrase.value_text(o) for acl in phrase.children(obj, "acl")
+                     if acl.lemma_.lower() in ("name", "call") for o in phrase.children(acl, "oprd")]
+            names += [phrase.value_text(a) for a in phrase.children(obj, "appos") if a.pos_ == "PROPN"]
+            if obj.pos_ == "PROPN":  # misparse "a [parrot called] Kiwi": the noun hangs off "called"
+                for mod in phrase.children(obj, "amod", "acl"):
+                    if mod.lemma_.lower() in ("name", "call"):
+                        kinds = [c for c in mod.children if c.lemma_.lower() in vocab.PET_NOUNS
+                                 or c.lemma_.lower() in vocab.PERSON_RELATIONS]
+                        if kinds:
+                            noun, names = kinds[0].lemma_.lower(), [phrase.value_text(obj)]
+            if noun in vocab.PET_NOUNS:
+                run.emit(ref, "has_pet", noun, negated)
+                for name in names:
+                    name_of(run, ref, noun, name, negated)
+            elif noun in vocab.PERSON_RELATIONS:
+                for name in names:
+                    name_of(run, ref, noun, name, negated)
+                rel = vocab.PERSON_RELATIONS[noun]
+                if not negated:
+                    found = names[0] if names else run.ctx.safe_lookup(ref.name, rel)
+                    who = _ref(found, ref.confidence) if found else _ref(
+                        f"{ref.name}'s {rel.replace('_', ' ')}", min(ref.confidence, run.cfg.guessed_confidence))
+                    run._relative_clauses(obj, who)
+            elif noun in vocab.POSSESSION_NOUNS or obj.pos_ == "PROPN":
+                run.emit(ref, "owns", phrase.value_text(obj), negated)
+
+
+def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
+    """Verb + preposition/object frames from ``vocab.VERB_RELATIONS``."""
+    lemma = relations.frame_verb(head.lemma_.lower()) or head.lemma_.lower()
+    frames = vocab.VERB_RELATIONS[lemma]
+    if lemma == "grow" and not any(c.dep_ == "prt" and c.lower_ == "up" for c in head.children):
+        return
+    wish = any(c.dep_ == "aux" and c.lower_ in ("would", "'d", "d") for c in head.children)
+    for child in head.children:
+        if child.dep_ in ("prep", "agent"):
+            prep = "agent" if child.dep_ == "agent" else child.lower_
+            for pobj in phrase.children(child, "pobj"):
+                if (lemma, prep) in relations.NEEDS_NAME and pobj.pos_ != "PROPN":
+                    continue
+                if lemma == "move" and prep == "from":  # "moved from Paris to Berlin"
+                    run.values(ref, "lives_in", pobj, False, True)
+                elif prep in frames and frames[prep] == "occupation":  # "work as a nurse at X"
+                    copula.kind(run, pobj, ref, neg, retract, occupation=True)
+                elif prep in frames:
+                    run.values(ref, frames[prep], pobj, neg, retract)
+        elif child.dep_ == "dobj" and "dobj" in frames and not wish:
+            if (lemma, "dobj") in relations.NEEDS_NAME and child.pos_ != "PROPN":
+                continue
+            if re.fullmatch(r"answers?|repl(?:y|ies)|responses?", child.lower_):
+                continue  # handled by the answer-style preference rule
+            run.values(ref, frames["dobj"], child, neg, retract)
+        elif child.dep_ == "xcomp" and "xcomp" in frames and not wish:
+            if any(c.dep_ in ("nsubj", "nsubjpass") for c in child.children):
+                continue
+            rel, negated = vocab.polarity(frames["xcomp"], neg, retract)
+            for activity in phrase.conjuncts(child):  # "hiking and swimming": one fact each
+                run.emit(ref, rel, phrase.clause_text(activity), negated)
+
+
+def objects(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
+    """A verb without frames: a job it takes or ends, a relation it ends, its open complement
+    ("going to move": the modality decides), else an open relation named by the verb itrun."""
+    lemma = head.lemma_.lower()
+    for obj in phrase.children(head, "dobj"):
+        if obj.lemma_.lower() in relations.JOB_NOUNS:  # "got a job at Netflix", "quit my job at Amazon"
+            ending = retract or lemma in relations.JOB_ENDING_VERBS
+            for prep in phrase.children(obj, "prep"):
+                for pobj in phrase.children(prep, "pobj") if prep.lower_ in ("at", "with", "for") else []:
+                    run.values(ref, "works_at", pobj, neg, ending)
+            return
+        ended = relations.ENDING_FRAMES.get((lemma, "dobj"))
+        if ended is not None and obj.pos_ == "PROPN":  # "I left Microsoft"
+            run.values(ref, ended, obj, neg, True)
+            return
+    if not neg:  # "I'm not going to move": a negated plan or wish stores nothing
+        for x in phrase.children(head, "xcomp"):
+            if not phrase.children(x, "nsubj", "nsubjpass"):
+                run._clause(x, [ref], retract)
+    if not run.cfg.open_relations or head.pos_ != "VERB" or phrase.children(head, "xcomp", "ccomp"):
+        return
+    slots = [("dobj", o) for o in phrase.children(head, "dobj")] + [
+        (p.lower_, o) for p in phrase.children(head, "prep") for o in phrase.children(p, "pobj")]
+    for slot, obj in slots:
+        rel = relations.open_relation(lemma, slot)
+        ent = phrase.entity_span(obj)
+        if rel is None or obj.pos_ not in ("NOUN", "PROPN") or (ent is not None and ent.label_ in _NOT_VALUES):
+            continue
+        run.values(ref, rel, obj, neg, retract)
