@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from agent import phrase, vocab
+from agent import phrase, relations, vocab
 from agent.literal import parse_number
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def relational(run: Run, head: Token, subj: Token, retract: bool) -> bool:
     retract = retract or phrase.retracts(head)
     comp = next(iter(phrase.children(head, "attr", "acomp")), None)
     if comp is None:
-        return False
+        return _located(run, head, subj, neg, retract)
     if subj.pos_ == "NOUN" and phrase.owner(subj) is not None:
         rel = vocab.relation_name(phrase.relation_words(subj))
         entity_valued = subj.lemma_.lower() in vocab.PERSON_RELATIONS or subj.lemma_.lower() in vocab.PET_NOUNS
@@ -66,18 +66,38 @@ def relational(run: Run, head: Token, subj: Token, retract: bool) -> bool:
     return False
 
 
+def _located(run: Run, head: Token, subj: Token, neg: bool, retract: bool) -> bool:
+    """ "My home is in Hamburg", "my birthday's on 12 August": a possessed noun and a place or date."""
+    noun = subj.lemma_.lower()
+    if subj.pos_ != "NOUN" or phrase.possessor(subj) is None or noun in vocab.PERSON_RELATIONS \
+            or noun in vocab.PET_NOUNS:
+        return False  # "my sister is in Rome" says where she is today, not a relation
+    rel = vocab.relation_name(phrase.relation_words(subj))
+    owner = run.np(phrase.possessor(subj))
+    pobjs = [o for p in phrase.children(head, "prep") if p.lower_ in ("in", "at", "on")
+             for o in phrase.children(p, "pobj")]
+    if rel is None or owner is None or owner.common or not pobjs:
+        return False
+    for pobj in pobjs:
+        run.values(owner, rel, pobj, neg, retract, whole=True)
+    return True
+
+
 def predicate(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
     """ "X is a nurse / 34 / vegan / married to Y / from Z / Sam"."""
     for comp in phrase.children(head, "attr", "acomp"):
         lemma = comp.lemma_.lower()
-        if comp.dep_ == "acomp" and comp.pos_ != "PROPN":  # "Hi, I'm Sam" parses Sam as acomp
+        ent = phrase.entity_span(comp)
+        if ent is not None and ent.label_ == "NORP" and comp.dep_ == "acomp":  # "I'm Canadian"
+            run.emit(ref, "nationality", ent.text, vocab.polarity("nationality", neg, retract)[1])
+        elif comp.dep_ == "acomp" and comp.pos_ != "PROPN":  # "Hi, I'm Sam" parses Sam as acomp
             _adjective(run, comp, ref, neg, retract)
         elif comp.pos_ == "NUM" or (comp.pos_ == "NOUN" and lemma in ("year", "yr")):
             _age(run, phrase.subtree_text(comp), ref, neg, retract)
         elif lemma == "fan":  # "I'm a big fan of jazz"
             pobj = phrase.of_owner(comp)
-            if pobj is not None:
-                run.values(ref, "likes", pobj, neg, retract)
+            for liked in [pobj] if pobj is not None else phrase.children(comp, "compound"):
+                run.values(ref, "likes", liked, neg, retract)  # "a fan of jazz", "a big Beatles fan"
         elif comp.pos_ == "NOUN" and lemma in vocab.ADJ_RELATIONS:
             run.emit(ref, vocab.ADJ_RELATIONS[lemma], lemma, vocab.polarity("diet", neg, retract)[1])
         elif comp.pos_ == "NOUN" and phrase.owner(comp) is None:
@@ -87,9 +107,10 @@ def predicate(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None
             run.emit(ref, "name", phrase.value_text(comp), vocab.polarity("name", neg, retract)[1])
     for prep in phrase.children(head, "prep"):
         pobjs = phrase.children(prep, "pobj")
-        if prep.lower_ == "from":
-            for pobj in pobjs:
-                run.values(ref, "comes_from", pobj, neg, retract)
+        rel = relations.COPULA_PREPS.get(prep.lower_)  # "from Kenya", "into K-pop", "with Accenture"
+        for pobj in pobjs if rel is not None else []:
+            if prep.lower_ not in relations.COPULA_NEEDS_NAME or pobj.pos_ == "PROPN":
+                run.values(ref, rel, pobj, neg, retract)
 
 
 def _adjective(run: Run, comp: Token, ref: Ref, neg: bool, retract: bool) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from agent import copula, phrase, relations, vocab
+from agent import copula, modality, phrase, relations, vocab
 
 if TYPE_CHECKING:
     from spacy.tokens import Token
@@ -124,9 +124,15 @@ def objects(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
     for obj in phrase.children(head, "dobj"):
         if obj.lemma_.lower() in relations.JOB_NOUNS:  # "got a job at Netflix", "quit my job at Amazon"
             ending = retract or lemma in relations.JOB_ENDING_VERBS
-            for prep in phrase.children(obj, "prep"):
+            for prep in phrase.children(obj, "prep") + phrase.children(head, "prep"):
                 for pobj in phrase.children(prep, "pobj") if prep.lower_ in ("at", "with", "for") else []:
                     run.values(ref, "works_at", pobj, neg, ending)
+            return
+        if obj.lemma_.lower() in relations.STUDY_NOUNS:  # "doing a PhD at Oxford"
+            for prep in phrase.children(obj, "prep") + phrase.children(head, "prep"):
+                for pobj in phrase.children(prep, "pobj") if prep.lower_ in ("at", "in") else []:
+                    if pobj.pos_ == "PROPN":
+                        run.values(ref, "studies_at", pobj, neg, retract)
             return
         ended = relations.ENDING_FRAMES.get((lemma, "dobj"))
         if ended is not None and obj.pos_ == "PROPN":  # "I left Microsoft"
@@ -136,7 +142,8 @@ def objects(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
         for x in phrase.children(head, "xcomp"):
             if not phrase.children(x, "nsubj", "nsubjpass"):
                 run._clause(x, [ref], retract)
-    if not run.cfg.open_relations or head.pos_ != "VERB" or phrase.children(head, "xcomp", "ccomp"):
+    if not run.cfg.open_relations or head.pos_ != "VERB" or phrase.children(head, "xcomp", "ccomp") \
+            or lemma in modality.GOVERNORS or lemma in modality.ATTRIBUTION:
         return
     slots = [("dobj", o) for o in phrase.children(head, "dobj")] + [
         (p.lower_, o) for p in phrase.children(head, "prep") for o in phrase.children(p, "pobj")]

@@ -44,7 +44,7 @@ _QUESTION = re.compile(
     r"|(?:tell|remind|show)\s+me\b|any\s+idea\b|what\s+about\b|guess\s+(?:what|who|where)\b)",
 )
 _CORRECTION = re.compile(
-    r"^(?:no\b|nope\b|actually\b|that's\s+(?:wrong|not\s+(?:right|true|correct|it))|that\s+is\s+"
+    r"^(?:(?:sorry|oops|wait|sorry\s+no)\W+)?(?:no\b|nope\b|actually\b|that's\s+(?:wrong|not\s+(?:right|true|correct|it))|that\s+is\s+"
     r"(?:wrong|not\s+(?:right|true|correct))|that's\s+incorrect|incorrect\b|not\s+quite\b|"
     r"i\s+said\b|i\s+meant\b|i\s+mean\b|correction\s*:|to\s+correct\b|wrong\s*[,!.:;-]\s*\S)"
     r"|\bnot\s+\w[\w' -]{0,40}?\s+but\s+\w",
@@ -56,12 +56,14 @@ _FEEDBACK = (
     r"awesome|well\s+done|good\s+job|helpful|not\s+helpful|useless|brilliant|spot\s+on|yes|yep|"
     r"right|👍|👎"
 )
+_VOCATIVE = r"(?:\s+(?:mate|man|dude|buddy|pal|kgrow|again))?"
 _SMALL_TALK = (
     r"(?:hi|hello|hey|hiya|yo|howdy)(?:\s+(?:there|everyone|all|again|kgrow))?|sup|"
     r"good\s+(?:morning|afternoon|evening|night|day)|"
     r"how\s+are\s+(?:you|u)(?:\s+doing)?(?:\s+today)?|how's\s+it\s+going|how\s+is\s+it\s+going|"
     r"what's\s+up|whats\s+up|how\s+do\s+you\s+do|nice\s+to\s+meet\s+you|bye|goodbye|bye\s+bye|"
-    r"see\s+(?:you|ya)(?:\s+later)?|later|ok|okay|k|cool|lol|haha|hmm+|oh|ah|well|sure|alright"
+    r"see\s+(?:you|ya)(?:\s+later)?|later|ok|okay|k|cool|lol|haha|hmm+|oh|ah|well|sure|alright|"
+    r"let\s+me\s+(?:think|see)"
 )
 # a leading feedback or greeting phrase and the separator after it
 _FEEDBACK_LEAD = re.compile(rf"^(?:{_FEEDBACK})(?:\s*[,!.;:-]+\s*|\s+|$)")
@@ -121,9 +123,9 @@ def classify(text: str, doc: Doc | None = None) -> Intent:
     if s.startswith("/"):
         return Intent.COMMAND
     bare = s.rstrip(" !.?")
-    if re.fullmatch(rf"(?:{_FEEDBACK})(?:[\s,!.]+(?:{_FEEDBACK}))*", bare):
+    if re.fullmatch(rf"(?:{_FEEDBACK}){_VOCATIVE}(?:[\s,!.]+(?:{_FEEDBACK}){_VOCATIVE})*", bare):
         return Intent.FEEDBACK
-    if _CORRECTION.search(s) and not re.fullmatch(r"no+(?:\s+thanks?)?|nope", bare):
+    if _CORRECTION.search(s) and not re.fullmatch(r"no+(?:\s+thanks?)?|nope", bare) and not _no_as_determiner(doc):
         return Intent.CORRECTION
     had_feedback, rest = _strip_lead(_FEEDBACK_LEAD, s)
     _, rest = _strip_lead(_SMALL_TALK_LEAD, rest)
@@ -139,6 +141,15 @@ def classify(text: str, doc: Doc | None = None) -> Intent:
     if is_question(rest) or _inverted(doc):
         return Intent.QUESTION
     return Intent.STATEMENT
+
+
+def _no_as_determiner(doc: Doc | None) -> bool:
+    """ "No worries, ...", "No problem, ...": a leading "no" that qualifies a noun is no contradiction
+    (a correction's "no" stands alone: "No, I live in Leeds"). Read from the parse, not a phrase list."""
+    if doc is None or len(doc) < 2:
+        return False
+    first = doc[0]
+    return first.lower_ == "no" and first.dep_ == "det" and first.head.pos_ in ("NOUN", "PROPN")
 
 
 def _inverted(doc: Doc | None) -> bool:

@@ -80,6 +80,10 @@ class Ref:
 
 
 _HEDGES = frozenset({"maybe", "probably", "perhaps", "possibly"})
+#: entity labels of amounts, never values of relations other than dated ones
+_AMOUNTS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT"})
+#: relations whose values are dates or numbers
+_DATED = frozenset({"age", "born_on", "birthday", "date_of_birth", "born_in", "height", "weight"})
 _ANSWER_NOUNS = r"(?:answers|replies|responses|explanations)"
 _SHORT = {"short", "shorter", "brief", "briefer", "concise", "succinct", "briefly", "concisely"}
 _STYLE_RES = (
@@ -233,6 +237,9 @@ class Run:
                 continue
             if lemma == "be":
                 copula.predicate(self, head, ref, neg, retract)
+            elif head.tag_ == "VBN" and head.lower_ in vocab.ADJ_RELATIONS and not phrase.children(
+                    head, "dobj", "agent", "prep"):  # "I'm retired", "we're engaged"
+                self.emit(ref, vocab.ADJ_RELATIONS[head.lower_], head.lower_, vocab.polarity("diet", neg, retract)[1])
             elif lemma in ("call", "name") and phrase.children(head, "oprd"):
                 frames.named(self, head, subj_toks, neg, retract)
             elif lemma in ("get", "become") and phrase.children(head, "acomp", "attr"):
@@ -359,6 +366,18 @@ class Run:
         if phrase.possessor(tok) is not None and tok.pos_ == "NOUN":
             ref = self.np(tok)
             return ref.name if ref is not None else None
+        named = [o for acl in phrase.children(tok, "acl") if acl.lemma_.lower() in ("call", "name")
+                 for o in phrase.children(acl, "oprd")]
+        if named and tok.pos_ == "NOUN":  # "a startup called Loom" -> Loom
+            tok = named[0]
+        if relation == "lives_in" and tok.lemma_.lower() in relations.GENERIC_PLACES:  # "a place in Dublin"
+            inner = [o for p in phrase.children(tok, "prep") if p.lower_ in ("in", "at", "near")
+                     for o in phrase.children(p, "pobj")]
+            tok = inner[0] if inner else tok
+        ent = phrase.entity_span(tok)
+        if ent is not None and relation not in _DATED and (ent.label_ in _AMOUNTS or (
+                ent.label_ in ("DATE", "TIME") and tok.dep_ == "pobj")):
+            return None  # "working at IBM for ten years": a duration is no employer ("I hate Mondays" is fine)
         text = phrase.value_text(tok)
         if relation == "age":
             n = parse_number(re.sub(r"\b(?:years?|old)\b", " ", text.lower()))

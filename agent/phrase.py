@@ -86,6 +86,8 @@ def noun_text(tok: Token, keep_adjectives: bool = True) -> str:
 def value_text(tok: Token) -> str:
     """A value as spoken: the entity span if any, else ``noun_text``; numbers keep their words."""
     ent = entity_span(tok)
+    if ent is not None and any(c.dep_ == "compound" and c.pos_ == "PROPN" and c.i < ent.start for c in tok.children):
+        return noun_text(tok)  # NER split "Honda Civic" into ORG + PRODUCT: the phrase is the value
     if ent is not None:
         return ent.text
     if tok.pos_ == "NUM" or any(c.dep_ == "nummod" for c in tok.children):

@@ -112,6 +112,9 @@ _DANGLING = re.compile(r"(?i)(?:^|(?<=[.!?;:]))\s*(?:,|\band\b|\bbut\b|\balso\b|
 
 
 _SKIP = object()  # _value's "this match is no preference after all"
+# a third party asking the user to do something: the phrase after it is reported, not asked of the agent
+_REPORTED = re.compile(r"(?i)\b(?:wants?|wanted|told|tells|asks?|asked|expects?|expected|needs?|needed|"
+                       r"would\s+like|'d\s+like|advised|advises|reminds?|reminded)\s+(?:me|us)\s+to\s*$")
 
 
 def find_preferences(text: str, profile: Profile) -> PreferenceMatch:
@@ -148,6 +151,8 @@ def find_preferences(text: str, profile: Profile) -> PreferenceMatch:
 def _value(m: re.Match[str], key: ProfileKey, value: str | None, text: str) -> object:
     """The change's value for match ``m``, or _SKIP when the match is not a preference after all."""
     before = text[: m.start()].split()
+    if _REPORTED.search(text[: m.start()]):
+        return _SKIP  # "my manager wants me to keep answers short": someone else's wish, not a request
     if before and before[-1].lower() in _SUBJECTS:  # "thank you, call me Sam" is still a request
         return _SKIP  # "I speak in French at work", "they call me Sam": said about someone, not asked
     if key is ProfileKey.LANGUAGE:  # every language pattern captures the language word

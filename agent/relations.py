@@ -43,6 +43,11 @@ COPULA_PREPS: dict[str, str] = {"from": "comes_from", "into": "likes", "with": "
 COPULA_NEEDS_NAME = frozenset({"with", "at"})
 #: nouns that name a job: "a job at Netflix", "quit my job at Amazon" -> works_at
 JOB_NOUNS = frozenset({"job", "position", "role", "post", "internship", "placement", "gig"})
+#: nouns that name a course of study: "doing a PhD at Oxford" -> studies_at
+STUDY_NOUNS = frozenset({"phd", "degree", "masters", "master", "doctorate", "course", "mba", "bachelor",
+                         "bachelors", "diploma", "apprenticeship"})
+#: nouns that stand for a home rather than name it: "moved into a place in Dublin" -> Dublin
+GENERIC_PLACES = frozenset({"place", "flat", "apartment", "house", "home", "room", "town", "city", "village"})
 #: verbs that end the job they take as object ("quit my job at Amazon")
 JOB_ENDING_VERBS = frozenset({"quit", "leave", "lose"})
 #: verbs that end a relation with their object ("I left Microsoft")

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from agent import vocab
 from agent.errors import BadInputError
 from agent.intent import Intent, classify
 from agent.mentions import KnownEntities, Mention, Resolve, find_mentions, same_name
@@ -219,8 +220,19 @@ class StateTracker:
         return ExtractionContext(turn.user, refs, self.lookup)
 
     def apply_learned(self, state: DialogueState, items: Iterable[Triple | Fact]) -> None:
-        """Update profile slots from facts about the user: set on new ones, clear on retractions."""
+        """Update profile slots from facts about the user: set on new ones, clear on retractions.
+
+        The object of a person-valued relation ("my sister is called Emma") is a person from now on,
+        whatever the NER said of it, so a later "she" can refer to it.
+        """
         me = normalize_name(state.user)
+        items = list(items)
+        last = state.turns[-1] if state.turns else None
+        for item in items:
+            if last is not None and item.relation in vocab.PERSON_VALUED:
+                for m in last.mentions:
+                    if m.entity == normalize_name(item.object) and m.label not in ("PERSON", "SELF"):
+                        m.label = "PERSON"
         for item in items:
             if normalize_name(item.subject) != me:
                 continue

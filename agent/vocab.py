@@ -55,7 +55,10 @@ ADJ_PREP_RELATIONS: dict[tuple[str, str], str] = {
     ("married", "to"): "married_to", ("engaged", "to"): "engaged_to",
     ("allergic", "to"): "allergic_to", ("interested", "in"): "interested_in",
     ("good", "at"): "good_at", ("afraid", "of"): "afraid_of", ("scared", "of"): "afraid_of",
-    ("related", "to"): "related_to", ("fluent", "in"): "speaks",
+    ("related", "to"): "related_to", ("fluent", "in"): "speaks", ("obsessed", "with"): "likes",
+    ("crazy", "about"): "likes", ("keen", "on"): "likes", ("passionate", "about"): "likes",
+    ("fond", "of"): "likes", ("employed", "by"): "works_at", ("employed", "at"): "works_at",
+    ("based", "in"): "lives_in", ("native", "to"): "comes_from",
 }
 #: bare adjective complements worth storing ("I'm vegan" -> diet vegan); other adjectives are moods
 ADJ_RELATIONS: dict[str, str] = {
@@ -82,7 +85,7 @@ NOUN_RELATIONS: dict[str, str] = {
     "employer": "works_at", "company": "works_at", "workplace": "works_at", "school": "studies_at",
     "university": "studies_at", "college": "studies_at", "nationality": "nationality",
     "language": "language", "colour": "color", "favourite": "favorite", "neighbour": "neighbor",
-    "pet": "has_pet",
+    "pet": "has_pet", "home": "lives_in", "house": "lives_in",
 }
 #: multi-word nouns: "first name" -> name, "email address" -> email
 PHRASE_RELATIONS: dict[str, str] = {
