@@ -263,9 +263,11 @@ def extract_triples(agent: Agent, text: str, turn: Turn, ctx: ExtractionContext)
     if turn.intent not in (Intent.STATEMENT, Intent.CORRECTION):
         return []
     doc = agent.tracker.last_doc  # the parse of the whole message; text may be what preferences left
+    ctx = replace(ctx, now=turn.time)  # "next month" is read against the turn's time
     triples = agent.extractor.extract(text, ctx, doc=doc if doc is not None and doc.text == text else None)
-    # how to answer belongs to the profile (agent.preference), never to the user's world facts
-    return [t for t in triples if t.relation not in PREFERENCE_RELATIONS]
+    # how to answer belongs to the profile (agent.preference), never to the user's world facts; what was
+    # only wished, imagined or reported is never stored (plans are, as plan relations)
+    return [t for t in triples if t.relation not in PREFERENCE_RELATIONS and t.stored]
 
 
 def write_back(agent: Agent, text: str, turn: Turn, triples: list[Triple],
@@ -283,7 +285,8 @@ def write_back(agent: Agent, text: str, turn: Turn, triples: list[Triple],
     superseded: list[Fact] = []
     retracted: list[Fact] = []
     items = [NewFact(t.subject, t.relation, t.object, t.text, user=agent.user, source_id=source,
-                     episode_id=episode_id, confidence=t.confidence, note=note) for t in triples if not t.negated]
+                     episode_id=episode_id, confidence=t.confidence, note=note, valid_from=_valid_from(agent, t))
+             for t in triples if not t.negated]
     if items:
         for r in agent.kb.add_facts(items):
             if r.created:
@@ -295,6 +298,27 @@ def write_back(agent: Agent, text: str, turn: Turn, triples: list[Triple],
     turn.superseded_fact_ids = [f.id for f in superseded + retracted]
     agent.tracker.apply_learned(agent.state, superseded + retracted + learned)  # clear, then set slots
     return learned, superseded, retracted
+
+
+def _valid_from(agent: Agent, t: Triple) -> float | None:
+    """When a current fact became true if the turn said so ("since January", "moved here last month").
+
+    None (= when it was said) for plans and for times ahead (search hides facts not yet valid), and
+    when the date is older than the value the fact replaces: the KB would file it as history behind
+    that value, while the user is telling us about a change.
+    """
+    if t.time is None or not t.current:
+        return None
+    from agent.timeparse import start_of
+
+    at = start_of(t.time)
+    if at > time.time():
+        return None
+    try:
+        current = agent.kb.facts(user=agent.user, entity=t.subject, relation=t.relation)
+    except KBError:
+        return None
+    return None if any(f.valid_from > at for f in current) else at
 
 
 def _retract(agent: Agent, t: Triple, source: str) -> list[Fact]:
