@@ -39,8 +39,13 @@ class When:
 
     def start(self) -> float:
         """Unix seconds (UTC) of the start of the named period."""
-        parts = [int(x) for x in self.iso.split("-")] + [1, 1]
-        return datetime(parts[0], parts[1], parts[2], tzinfo=timezone.utc).timestamp()
+        return start_of(self.iso)
+
+
+def start_of(iso: str) -> float:
+    """Unix seconds (UTC) at the start of the period an ISO prefix names ("2026-12" -> 2026-12-01)."""
+    parts = [int(x) for x in iso.split("-")] + [1, 1]
+    return datetime(parts[0], parts[1], parts[2], tzinfo=timezone.utc).timestamp()
 
 
 @functools.lru_cache(maxsize=8)
