@@ -101,7 +101,7 @@ class Fuser:
         """``name`` (normalised) as the fact's statement spells it ("Bob" in "Bob's name is Bob."),
         else as the KB displays the entity: the fused answer copies these tokens."""
         m = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, flags=re.IGNORECASE)
-        return m.group(0) if m else (self.kb._log.entity_display(name) or name)
+        return m.group(0) if m else (self.kb.entity_display(name) or name)
 
     def tokens(self, facts: Sequence[Fact], question: str,
                feedback: Sequence[tuple[str, np.ndarray, str]] = ()) -> KnowledgeTokens | None:

@@ -263,7 +263,7 @@ class Agent:
     # ------------------------------------------------------------------ KB helpers for the tracker
 
     def _known_entities(self, names: list[str]) -> list[str]:
-        return self.kb._log.known_entities([self.kb.resolve(n) for n in names])
+        return self.kb.known_entities([self.kb.resolve(n) for n in names])
 
     def _lookup_for_current_user(self, subject: str, relation: str) -> str | None:
         try:
@@ -273,7 +273,7 @@ class Agent:
         subj = self.kb.resolve(subject)
         for f in reversed(got):
             if f.subject == subj:
-                return self.kb._log.entity_display(f.object) or f.object
+                return self.kb.entity_display(f.object) or f.object
         return None
 
     # ------------------------------------------------------------------ the turn

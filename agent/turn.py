@@ -161,7 +161,7 @@ def _spell_out(agent: Agent, text: str, turn: Turn) -> str:
         if (low.startswith(("my ", "mine ")) and "'s " not in low and "’s " not in low
                 and _ASKS_IDENTITY.search(text)):
             continue  # "who is my sister?" asks the relation itself: keep it for third_person
-        shown = agent.kb._log.entity_display(agent.kb.resolve(entity)) or entity
+        shown = agent.kb.entity_display(agent.kb.resolve(entity)) or entity
         out = re.sub(rf"(?i)\b{re.escape(surface)}\b", shown[:1].upper() + shown[1:], out)
     return out
 

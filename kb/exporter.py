@@ -6,21 +6,18 @@ import csv
 import enum
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
-import faiss
 import networkx as nx
 import numpy as np
 
 from kb.errors import InvalidInputError, NotFoundError
 from kb.facts import iso
 from kb.files import write_atomic
-from kb.log import now
-
-if TYPE_CHECKING:
-    from kb.store import KnowledgeBase
+from kb.graph import FactGraph
+from kb.log import Section, Storage, now
+from kb.manifest import Manifest
 
 # JSONL layout (one JSON object per line, UTF-8, split on "\n" only):
 #
@@ -70,31 +67,31 @@ class ExportFormat(str, enum.Enum):
             ) from None
 
 
-def export(kb: "KnowledgeBase", path: Path, fmt: "str | ExportFormat" = ExportFormat.JSONL, *,
-           user: str | None = None, vectors: bool = False) -> int:
-    """Write ``kb`` (one user plus shared facts, or everyone) to ``path`` atomically.
+class Exporter:
+    """Writes a KB (one user plus shared facts, or everyone) to a file, from one read snapshot."""
 
-    Returns the number of records written, headers not counted: JSONL lines after the header, CSV
-    rows, or graph edges (= current facts) for GraphML and node-link.
-    """
-    form = ExportFormat.parse(fmt)
-    if not isinstance(vectors, bool):
-        raise InvalidInputError(f"vectors={vectors!r} must be True or False")
-    if vectors and form is not ExportFormat.JSONL:
-        raise InvalidInputError(f"vectors=True needs the jsonl format; {form.value} files carry no vectors")
-    db = kb._log.db
-    db.execute("BEGIN")  # one read snapshot: a concurrent writer cannot make the file inconsistent
-    try:
-        who = kb._known_user(user) if user is not None else None
-        writers: dict[ExportFormat, Callable[[BinaryIO], int]] = {
-            ExportFormat.JSONL: lambda fh: _write_jsonl(kb, fh, who, vectors),
-            ExportFormat.GRAPHML: lambda fh: _write_graphml(kb, fh, who),
-            ExportFormat.NODELINK: lambda fh: _write_nodelink(kb, fh, who),
-            ExportFormat.CSV: lambda fh: _write_csv(kb, fh, who),
-        }
-        return _atomic(path, writers[form])
-    finally:
-        kb._log.rollback()  # ends the read snapshot; nothing was written through this connection
+    def __init__(self, log: Storage, storage_order: Callable[[], np.ndarray]):
+        self._log = log
+        self._storage_order = storage_order  # the vector index's ids in storage order
+
+    def export(self, path: Path, fmt: "str | ExportFormat", user: str | None, vectors: bool, manifest: Manifest) -> int:
+        """Write ``path`` atomically; returns the number of records written, headers not counted: JSONL
+        lines after the header, CSV rows, or graph edges (= current facts) for GraphML and node-link."""
+        form = ExportFormat.parse(fmt)
+        if not isinstance(vectors, bool):
+            raise InvalidInputError(f"vectors={vectors!r} must be True or False")
+        if vectors and form is not ExportFormat.JSONL:
+            raise InvalidInputError(f"vectors=True needs the jsonl format; {form.value} files carry no vectors")
+        log = self._log
+        with log.snapshot():  # one read snapshot: a concurrent writer cannot make the file inconsistent
+            who = log.known_user(user) if user is not None else None
+            writers: dict[ExportFormat, Callable[[BinaryIO], int]] = {
+                ExportFormat.JSONL: lambda fh: _write_jsonl(log, self._storage_order(), manifest, fh, who, vectors),
+                ExportFormat.GRAPHML: lambda fh: _write_graphml(log, fh, who),
+                ExportFormat.NODELINK: lambda fh: _write_nodelink(log, fh, who),
+                ExportFormat.CSV: lambda fh: _write_csv(log, fh, who),
+            }
+            return _atomic(path, writers[form])
 
 
 def _atomic(path: Path, write: Callable[[BinaryIO], int]) -> int:
@@ -119,98 +116,52 @@ def _line(rec: dict) -> bytes:
 # ------------------------------------------------------------------------------------------ JSONL
 
 
-@dataclass(frozen=True)
-class _Section:
-    """One record type: its keys and the SELECT producing them in that order (+ a vector column).
-
-    The fact and episode SELECTs start with an extra ``vid`` column that is not written.
-    """
-
-    type: str
-    keys: tuple[str, ...]
-    sql: str
-    params: tuple
-
-
-def _sections(who: str | None, vectors: bool) -> list[_Section]:
-    vec = ", vector" if vectors else ""
-    # a user's export: their facts and episodes, shared facts, and what those rows refer to
-    fw, fp = ("user IN (?, '')", (who,)) if who is not None else ("1", ())
-    ew, ep = ("user=?", (who,)) if who is not None else ("1", ())
-    of_facts = f"fact_id IN (SELECT id FROM facts WHERE {fw})" if who is not None else "1"
-    # a shared fact's source may cite another user's episode; that episode is not exported, so
-    # the link is written as null rather than pointing at nothing
-    src_ep = "(SELECT e.id FROM episodes e WHERE e.id=s.episode_id AND e.user=?)" if who is not None else "s.episode_id"
-    ents = (f"name IN (SELECT subject FROM facts WHERE {fw} UNION SELECT object FROM facts WHERE {fw})"
-            if who is not None else "1")
-    ep_keys = ("id", "user", "speaker", "text", "source_id", "time", "status", "session", "position", "role")
-    fact_keys = ("id", "user", "subject", "relation", "object", "text", "confidence", "status", "stated_at",
-                 "valid_from", "valid_to", "superseded_by")
-    return [
-        _Section("user", ("name", "created"),
-                 f"SELECT name, created FROM users WHERE {'name=?' if who is not None else '1'} ORDER BY rowid", ep),
-        _Section("relation", ("name", "single_valued"), "SELECT name, single_valued FROM relations ORDER BY rowid", ()),
-        _Section("alias", ("alias", "canonical"), "SELECT alias, canonical FROM aliases ORDER BY rowid", ()),
-        _Section("entity", ("name", "display", "first_seen"),
-                 f"SELECT name, display, first_seen FROM entities WHERE {ents} ORDER BY rowid", fp + fp),
-        _Section("episode", ep_keys, f"SELECT vid, {', '.join(ep_keys)}{vec} FROM episodes WHERE {ew} ORDER BY vid", ep),
-        _Section("fact", fact_keys, f"SELECT vid, {', '.join(fact_keys)}{vec} FROM facts WHERE {fw} ORDER BY vid", fp),
-        _Section("source", ("fact_id", "source_id", "user", "time", "episode_id", "note"),
-                 f"SELECT s.fact_id, s.source_id, s.user, s.time, {src_ep}, s.note FROM sources s "
-                 f"WHERE {of_facts} ORDER BY s.seq", ep + fp),
-        _Section("history", ("fact_id", "time", "event", "detail"),
-                 f"SELECT fact_id, time, event, detail FROM history WHERE {of_facts} ORDER BY seq", fp),
-    ]
-
-
-def _write_jsonl(kb: "KnowledgeBase", fh: BinaryIO, who: str | None, vectors: bool) -> int:
-    db = kb._log.db
-    sections = {s.type: s for s in _sections(who, vectors)}
-    counts = {t: int(db.execute(f"SELECT count(*) FROM ({s.sql})", s.params).fetchone()[0]) for t, s in sections.items()}
+def _write_jsonl(log: Storage, order: np.ndarray, man: Manifest, fh: BinaryIO, who: str | None, vectors: bool) -> int:
+    sections = {s.type: s for s in log.export_sections(who, vectors)}
+    counts = {t: log.section_count(s) for t, s in sections.items()}
     fh.write(_line({
         "type": "header", "format": FORMAT_NAME, "version": EXPORT_VERSION, "exported_at": iso(now()),
-        "embedder": {"id": kb.manifest.embedder_id, "dim": kb.manifest.embedder_dim}, "user": who,
+        "embedder": {"id": man.embedder_id, "dim": man.embedder_dim}, "user": who,
         "vector_encoding": VECTOR_ENCODING if vectors else None, "counts": counts,
     }))
     n = 0
     for t, s in sections.items():
         if t == "fact":
             continue  # written together with the episodes, in vector-index order
-        rows = _index_order(kb, s, sections["fact"]) if t == "episode" else ((s, r) for r in db.execute(s.sql, s.params))
+        rows = (_index_order(log, order, s, sections["fact"]) if t == "episode"
+                else ((s, r) for r in log.section_rows(s)))
         for sec, row in rows:
-            vid = sec.type in ("fact", "episode")
+            vid = sec.kind is not None
             rec = {"type": sec.type, **dict(zip(sec.keys, row[1:] if vid else row))}
             if sec.type == "relation":
                 rec["single_valued"] = bool(rec["single_valued"])
             if vectors and vid:
-                rec["vector"] = _b64(row[-1], kb.manifest.embedder_dim)
+                rec["vector"] = _b64(row[-1], man.embedder_dim)
             fh.write(_line(rec))
             n += 1
     return n
 
 
-def _index_order(kb: "KnowledgeBase", episodes: _Section, facts: _Section) -> Iterator[tuple[_Section, tuple]]:
-    """Episodes and facts interleaved as the vector index stores them, each table still in row-id order.
+def _index_order(log: Storage, stored: np.ndarray, episodes: Section, facts: Section) -> Iterator[tuple[Section, tuple]]:
+    """Episodes and facts interleaved as the vector index stores them (``stored``: its ids in storage
+    order), each table still in row-id order.
 
     faiss breaks score ties by storage order, so an import that adds vectors in file order ranks
     ties exactly as the source does. Rows the index lacks (forgotten) follow the row before them.
     """
-    db = kb._log.db
-    stored = faiss.vector_to_array(kb._keeper.index._index.id_map).astype(np.int64)  # vector ids, storage order
     sorter = np.argsort(stored)
 
-    def keys(s: _Section, odd: int) -> np.ndarray:  # (rows,) index position of each row, carried forward
-        vids = np.array([r[0] for r in db.execute(f"SELECT vid FROM ({s.sql}) ORDER BY vid", s.params)],
-                        dtype=np.int64) * 2 + odd
+    def keys(s: Section) -> np.ndarray:  # (rows,) index position of each row, carried forward
+        vids = log.section_vector_ids(s)
         if len(stored) == 0:
             return np.full(len(vids), -1)
         at = sorter[np.clip(np.searchsorted(stored, vids, sorter=sorter), 0, len(stored) - 1)]
         return np.maximum.accumulate(np.where(stored[at] == vids, at, -1))
 
-    ke, kf = keys(episodes, 1), keys(facts, 0)
+    ke, kf = keys(episodes), keys(facts)
     # a stable sort of two non-decreasing runs is a merge: each table keeps its own order
     is_fact = np.argsort(np.concatenate([ke, kf]), kind="stable") >= len(ke)
-    cur = {False: db.execute(episodes.sql, episodes.params), True: db.execute(facts.sql, facts.params)}
+    cur = {False: log.section_rows(episodes), True: log.section_rows(facts)}
     for f in is_fact.tolist():
         yield (facts if f else episodes), next(cur[f])
 
@@ -224,36 +175,36 @@ def _b64(blob: bytes, dim: int) -> str:
 # ------------------------------------------------------------------------------------------ graph / CSV
 
 
-def _graph(kb: "KnowledgeBase", who: str | None) -> nx.MultiDiGraph:
-    """Copy of kb.graph(who) whose attributes are all str/float (GraphML and Gephi reject None)."""
-    src = kb.graph(who).graph
+def _graph(log: Storage, who: str | None) -> nx.MultiDiGraph:
+    """The fact graph of ``who`` whose attributes are all str/float (GraphML and Gephi reject None)."""
+    src = FactGraph.from_facts(log.list_facts(user=who), who).graph
     g = nx.MultiDiGraph(user=who or "", exported_at=iso(now()))
     for name in src.nodes:
-        g.add_node(name, label=kb._log.entity_display(name) or name)  # display name as first written
+        g.add_node(name, label=log.entity_display(name) or name)  # display name as first written
     for u, v, key, d in src.edges(keys=True, data=True):
         g.add_edge(u, v, key=key, label=d["relation"], relation=d["relation"], text=d["text"],
                    confidence=float(d["confidence"]), user=d["user"], valid_from=iso(d["valid_from"]))
     return g
 
 
-def _write_graphml(kb: "KnowledgeBase", fh: BinaryIO, who: str | None) -> int:
-    g = _graph(kb, who)
+def _write_graphml(log: Storage, fh: BinaryIO, who: str | None) -> int:
+    g = _graph(log, who)
     nx.write_graphml(g, fh)
     return g.number_of_edges()
 
 
-def _write_nodelink(kb: "KnowledgeBase", fh: BinaryIO, who: str | None) -> int:
+def _write_nodelink(log: Storage, fh: BinaryIO, who: str | None) -> int:
     # explicit edges="edges": the key networkx >= 3.4 uses, so every reader agrees on it
-    g = _graph(kb, who)
+    g = _graph(log, who)
     fh.write(_dumps(nx.node_link_data(g, edges="edges")).encode("utf-8"))
     return g.number_of_edges()
 
 
-def _write_csv(kb: "KnowledgeBase", fh: BinaryIO, who: str | None) -> int:
+def _write_csv(log: Storage, fh: BinaryIO, who: str | None) -> int:
     text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
     w = csv.writer(text)
     w.writerow(CSV_HEADER)
-    facts = kb.facts(user=who)
+    facts = log.list_facts(user=who)
     for f in facts:
         w.writerow((f.id, f.user, f.subject, f.relation, f.object, f.text, repr(f.confidence), f.status.value,
                     iso(f.valid_from), iso(f.valid_to) or ""))

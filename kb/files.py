@@ -1,6 +1,7 @@
 """Atomic file writes: temp file in the target directory, fsync, rename, fsync the directory."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,3 +41,9 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], T]) -> T:
         raise
     fsync_dir(path.parent)
     return result
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON atomically next to the target (used for the manifest)."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomic(Path(path), lambda fh: fh.write(text.encode("utf-8")))

@@ -8,17 +8,17 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
+from kb.embeddings import Embedder
 from kb.errors import ImportFormatError, IncompatibleKBError, InvalidInputError, NotFoundError
 from kb.exporter import EXPORT_VERSION, FORMAT_NAME, VECTOR_ENCODING
 from kb.facts import Episode, Fact, Role, Source, Status, fact_id, iso, to_timestamp
-
-if TYPE_CHECKING:
-    from kb.log import FactLog
-    from kb.store import KnowledgeBase
+from kb.log import Storage
+from kb.maintenance import IndexKeeper
+from kb.manifest import Manifest
 
 #: texts embedded per embedder call when the file carries no usable vectors
 EMBED_BATCH = 256
@@ -232,15 +232,16 @@ def _validate(path: Path) -> _Header:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def import_jsonl(kb: "KnowledgeBase", path: Path) -> ImportResult:
-    """Validate ``path`` completely, then add its rows to ``kb`` in one transaction (caller holds kb's mutex)."""
+def import_jsonl(log: Storage, keeper: IndexKeeper, manifest: Manifest, embedder: Callable[[], Embedder],
+                 path: Path) -> ImportResult:
+    """Validate ``path`` completely, then add its rows to the log in one transaction and their vectors
+    to the index (the caller holds the KB's mutex)."""
     if not Path(path).is_file():
         raise NotFoundError(f"no import file at {path}")
     header = _validate(path)
-    db = kb._log
-    dim = kb.manifest.embedder_dim
+    dim = manifest.embedder_dim
     # vectors of another model are not comparable even at the same dimension: re-embed those
-    use_vectors = header.embedder_id == kb.manifest.embedder_id and header.dim == dim
+    use_vectors = header.embedder_id == manifest.embedder_id and header.dim == dim
     n: Counter[str] = Counter()
     skipped_facts: set[str] = set()
     index_vids: list[int] = []
@@ -249,23 +250,21 @@ def import_jsonl(kb: "KnowledgeBase", path: Path) -> ImportResult:
     def flush() -> None:
         todo = [r for r in pending if not (use_vectors and "vector" in r)]
         if todo:
-            for r, v in zip(todo, kb.embedder.embed_documents([r["text"] for r in todo])):
+            for r, v in zip(todo, embedder().embed_documents([r["text"] for r in todo])):
                 r["vector"] = v
             n["reembedded"] += len(todo)
         for r in pending:  # file order, so a fresh KB gets the source's row ids and tie orders
-            _write(db, r, n, index_vids)
+            _write(log, r, n, index_vids)
         pending.clear()
 
-    db.begin()
-    try:
+    with log.transaction():
         for no, raw in _lines(path):
             if raw.get("type") == "header":  # pass 1 proved it is the first record and the only header
                 continue
             r = _record(no, raw, header.dim)
             t = r["type"]
             if t in ("fact", "episode"):
-                table = "facts" if t == "fact" else "episodes"
-                if db.db.execute(f"SELECT 1 FROM {table} WHERE id=?", (r["id"],)).fetchone():
+                if (log.has_fact if t == "fact" else log.has_episode)(r["id"]):
                     n["skipped"] += 1  # already here: re-importing the same file changes nothing
                     if t == "fact":
                         skipped_facts.add(r["id"])
@@ -277,41 +276,35 @@ def import_jsonl(kb: "KnowledgeBase", path: Path) -> ImportResult:
             flush()
             if t in ("source", "history") and r["fact_id"] in skipped_facts:
                 continue
-            _write(db, r, n, index_vids)
+            _write(log, r, n, index_vids)
         flush()
-        db.commit()
-    except BaseException:
-        db.rollback()
-        raise
     # the log is committed (an index failure now is repaired from it on the next open). Vectors go
     # in in file order, which the exporter made the source index's order: ties then rank alike.
     for i in range(0, len(index_vids), 1024):
         chunk = index_vids[i : i + 1024]
-        got = {int(v): x for ids, vecs in db.iter_vectors(dim, np.array(chunk, dtype=np.int64))
+        got = {int(v): x for ids, vecs in log.iter_vectors(dim, np.array(chunk, dtype=np.int64))
                for v, x in zip(ids, vecs)}
-        kb._keeper.add([(v, got[v]) for v in chunk])
+        keeper.add([(v, got[v]) for v in chunk])
     return ImportResult(n["fact"], n["episode"], n["source"], n["skipped"], n["reembedded"])
 
 
-def _write(db: "FactLog", r: dict, n: Counter, index_vids: list[int]) -> None:
+def _write(db: Storage, r: dict, n: Counter, index_vids: list[int]) -> None:
     """Write one record through FactLog (which keeps FTS in step); users and entities already
     present are kept, the file's relation schema and aliases win; note vector ids for the index."""
     t = r["type"]
     if t == "fact":
         f = Fact(r["id"], r["subject"], r["relation"], r["object"], r["text"], r["user"], r["confidence"],
                  Status(r["status"]), r["stated_at"], r["valid_from"], r["valid_to"], r["superseded_by"])
-        rowid = db.insert_fact(f, fact_id(f.user, f.subject, f.relation, f.object), r["vector"])
+        vid = db.insert_fact(f, fact_id(f.user, f.subject, f.relation, f.object), r["vector"])
         if f.status is not Status.FORGOTTEN:  # superseded facts stay indexed for as_of searches
-            index_vids.append(2 * rowid)
+            index_vids.append(vid)
     elif t == "episode":
         role = r["role"] or (Role.ASSISTANT.value if r["speaker"] == "assistant" else Role.USER.value)
         e = Episode(r["id"], r["speaker"], r["text"], r["user"], r["source_id"], r["time"], r["session"],
                     r["position"], role)
-        rowid = db.insert_episode(e, r["vector"])  # always writes status active
+        vid = db.insert_episode(e, r["vector"], r["status"])
         if r["status"] == "active":
-            index_vids.append(2 * rowid + 1)
-        else:
-            db.db.execute("UPDATE episodes SET status=? WHERE vid=?", (r["status"], rowid))
+            index_vids.append(vid)
     elif t == "source":
         db.add_source(r["fact_id"], Source(r["source_id"], r["user"], r["time"], r["episode_id"], r["note"]))
     elif t == "history":

@@ -8,7 +8,6 @@ dropped for real when the index is compacted (rebuilt) once they pass a fraction
 from __future__ import annotations
 
 import enum
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +101,10 @@ class VectorIndex:
         """Sorted int64 ids held by the index."""
         return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
+    def storage_ids(self) -> np.ndarray:
+        """The int64 ids in storage order (not sorted)."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
     def wants_hnsw(self, n: int) -> bool:
         k = self.config.kind
         return k is IndexKind.HNSW or (k is IndexKind.AUTO and n >= self.config.hnsw_threshold)
@@ -185,8 +188,3 @@ class VectorIndex:
     def describe(self) -> dict:
         return {"kind": self.kind_name, "ntotal": len(self), "dim": self.dim}
 
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON atomically next to the target (used for the manifest)."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    write_atomic(Path(path), lambda fh: fh.write(text.encode("utf-8")))

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from kb.facts import Kind
 from kb.index import VectorIndex
-from kb.log import FactLog
+from kb.log import Storage
 
 if TYPE_CHECKING:
     from kb.config import KBConfig
@@ -38,7 +39,7 @@ class VerifyReport:
 class IndexKeeper:
     """Owns the in-memory index, its file, and the policy of when to save, repair and compact it."""
 
-    def __init__(self, directory: Path, db: FactLog, dim: int, config: "KBConfig"):
+    def __init__(self, directory: Path, db: Storage, dim: int, config: "KBConfig"):
         self.path = directory / INDEX_FILE
         self.db = db
         self.dim = dim
@@ -52,7 +53,7 @@ class IndexKeeper:
 
     def _load_or_rebuild(self) -> VectorIndex:
         if not self.path.exists():
-            if self.db.count("SELECT count(*) FROM facts") + self.db.count("SELECT count(*) FROM episodes"):
+            if self.db.max_vector_id():
                 self._tell(f"vector index {self.path.name} is missing; rebuilding it from the log")
                 return self._build()
             return VectorIndex(self.dim, self.config.index)
@@ -128,8 +129,7 @@ class IndexKeeper:
 
     def catch_up(self) -> None:
         """Read-only openers: index vectors that a concurrent writer committed since we loaded."""
-        top = self.db.count("SELECT coalesce(max(vid), 0) FROM facts") * 2 + 1
-        top = max(top, self.db.count("SELECT coalesce(max(vid), 0) FROM episodes") * 2 + 1)
+        top = self.db.max_vector_id()
         if top <= getattr(self, "_seen_top", 0):
             return
         missing = np.setdiff1d(self.db.vector_ids(), self.index.ids(), assume_unique=True)
@@ -151,29 +151,38 @@ class IndexKeeper:
         return len(self.index)
 
     def reembed(self, embedder: "Embedder") -> None:
-        """Recompute every stored vector with ``embedder`` (after a model change)."""
+        """Recompute every stored vector with ``embedder`` (after a model change), in one transaction."""
         self.dim = embedder.dim
-        for table in ("facts", "episodes"):
-            rows = self.db.db.execute(f"SELECT vid, text FROM {table}").fetchall()
-            with self._bar(len(rows), f"re-embedding {table}") as bar:
-                self.db.begin()
-                try:
+        with self.db.transaction():
+            for kind in Kind:
+                rows = self.db.texts(kind)
+                with self._bar(len(rows), f"re-embedding {kind.value}s") as bar:
                     for i in range(0, len(rows), 512):
                         chunk = rows[i : i + 512]
                         vecs = embedder.embed_documents([t for _, t in chunk])
-                        self.db.set_vectors(table, [(r, v) for (r, _), v in zip(chunk, vecs)])
+                        self.db.set_vectors([(v, x) for (v, _), x in zip(chunk, vecs)])
                         bar.update(len(chunk))
-                    self.db.commit()
-                except BaseException:
-                    self.db.rollback()
-                    raise
+
+    # ------------------------------------------------------------------ what others may read
+
+    @property
+    def size(self) -> int:
+        """Vectors held (tombstones of an HNSW index included)."""
+        return len(self.index)
+
+    @property
+    def index_kind(self) -> str:
+        return self.index.kind_name
+
+    def storage_order(self) -> np.ndarray:
+        """The vector ids in the order the index stores them (faiss breaks score ties by it)."""
+        return self.index.storage_ids()
 
     # ------------------------------------------------------------------ verification
 
     def verify(self) -> VerifyReport:
         problems: list[str] = []
-        facts = self.db.count("SELECT count(*) FROM facts")
-        eps = self.db.count("SELECT count(*) FROM episodes")
+        counts = self.db.counts()
         if self.db.read_only:
             self.catch_up()
         want = self.db.vector_ids()
@@ -186,28 +195,18 @@ class IndexKeeper:
             problems.append(f"{len(missing)} log rows are missing from the vector index (run `kgrow kb rebuild`)")
         if len(unknown):
             problems.append(f"{len(unknown)} index ids are unknown to the log (run `kgrow kb rebuild`)")
-        ok_sql = self.db.db.execute("PRAGMA quick_check").fetchone()[0]
-        if ok_sql != "ok":
-            problems.append(f"SQLite quick_check: {ok_sql}")
-        bad_vec = self.db.count("SELECT count(*) FROM facts WHERE vector IS NULL OR length(vector)!=?", (4 * self.dim,))
-        bad_vec += self.db.count("SELECT count(*) FROM episodes WHERE vector IS NULL OR length(vector)!=?", (4 * self.dim,))
-        if bad_vec:
-            problems.append(f"{bad_vec} rows have no vector or one of the wrong dimension (expected {self.dim})")
-        orphans = self.db.count("SELECT count(*) FROM facts f WHERE NOT EXISTS (SELECT 1 FROM sources s WHERE s.fact_id=f.id)")
-        if orphans:
-            problems.append(f"{orphans} facts have no source (provenance lost)")
-        dangling = self.db.count(
-            "SELECT count(*) FROM facts WHERE superseded_by IS NOT NULL AND superseded_by NOT IN (SELECT id FROM facts)")
-        if dangling:
-            problems.append(f"{dangling} facts are superseded by a fact that does not exist")
-        multi = self.db.db.execute(
-            "SELECT user, subject, relation, count(*) FROM facts WHERE status='active' AND relation IN "
-            "(SELECT name FROM relations WHERE single_valued=1) GROUP BY user, subject, relation HAVING count(*)>1 LIMIT 5"
-        ).fetchall()
-        if multi:
-            problems.append(f"single-valued relations with several current values: {multi}")
-        bad_links = self.db.count(
-            "SELECT count(*) FROM sources WHERE episode_id IS NOT NULL AND episode_id NOT IN (SELECT id FROM episodes)")
-        if bad_links:
-            problems.append(f"{bad_links} sources point at episodes that do not exist")
-        return VerifyReport(not problems, facts, eps, len(have), len(missing), len(unknown), len(tomb), tuple(problems))
+        chk = self.db.integrity(self.dim)
+        if chk.quick_check != "ok":
+            problems.append(f"SQLite quick_check: {chk.quick_check}")
+        if chk.bad_vectors:
+            problems.append(f"{chk.bad_vectors} rows have no vector or one of the wrong dimension (expected {self.dim})")
+        if chk.orphans:
+            problems.append(f"{chk.orphans} facts have no source (provenance lost)")
+        if chk.dangling:
+            problems.append(f"{chk.dangling} facts are superseded by a fact that does not exist")
+        if chk.multi_valued:
+            problems.append(f"single-valued relations with several current values: {chk.multi_valued}")
+        if chk.bad_links:
+            problems.append(f"{chk.bad_links} sources point at episodes that do not exist")
+        return VerifyReport(not problems, counts["facts"], counts["episodes"], len(have), len(missing), len(unknown),
+                            len(tomb), tuple(problems))

@@ -1,15 +1,16 @@
-"""Read-only summaries of a knowledge base: statistics and entity profiles."""
+"""Read-only views of a knowledge base: facts, listings, histories, entity profiles and statistics."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from kb.errors import NotFoundError
-from kb.facts import Fact, clean_text
-
-if TYPE_CHECKING:
-    from kb.log import FactLog
-    from kb.store import KnowledgeBase
+from kb.errors import InvalidInputError, NotFoundError
+from kb.facts import Fact, Status, clean_text, normalize_relation, to_timestamp
+from kb.log import Scope, Storage
+from kb.maintenance import IndexKeeper
+from kb.manifest import Manifest
+from kb.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -44,35 +45,6 @@ class EntityProfile:
     neighbours: tuple[str, ...]  # entities one hop away through current facts
 
 
-def stats(kb: "KnowledgeBase") -> KBStats:
-    db = kb._log
-    by_status = dict(db.db.execute("SELECT status, count(*) FROM facts GROUP BY status").fetchall())
-    disk = sum(p.stat().st_size for p in kb.path.iterdir() if p.is_file())
-    idx = kb._keeper.index
-    return KBStats(
-        path=str(kb.path), format_version=kb.manifest.format_version, embedder_id=kb.manifest.embedder_id,
-        embedder_dim=kb.manifest.embedder_dim, facts_active=by_status.get("active", 0),
-        facts_superseded=by_status.get("superseded", 0), facts_forgotten=by_status.get("forgotten", 0),
-        episodes=db.count("SELECT count(*) FROM episodes WHERE status='active'"),
-        users=db.count("SELECT count(*) FROM users"), entities=db.count("SELECT count(*) FROM entities"),
-        relations_single_valued=db.count("SELECT count(*) FROM relations WHERE single_valued=1"),
-        index_kind=idx.kind_name, index_vectors=len(idx), disk_bytes=disk,
-    )
-
-
-def entity_profile(kb: "KnowledgeBase", name: str, user: str | None) -> EntityProfile:
-    norm = kb.resolve(clean_text(name, "entity"))
-    display = kb._log.entity_display(norm)
-    if display is None:
-        raise NotFoundError(unknown_entity(kb._log, norm))
-    facts = kb.facts(user=user, entity=norm, history=True)
-    current = tuple(f for f in facts if f.status.value == "active")
-    past = tuple(f for f in facts if f.status.value == "superseded")
-    aliases = tuple(sorted(a for a, c in kb._aliases.items() if c == norm))
-    neighbours = tuple(dict.fromkeys(f.object if f.subject == norm else f.subject for f in current))
-    return EntityProfile(norm, display, aliases, current, past, neighbours)
-
-
 @dataclass(frozen=True)
 class HistoryEvent:
     """One change in a fact's life: created, restated, superseded, forgotten, confidence..."""
@@ -83,11 +55,73 @@ class HistoryEvent:
     detail: str | None
 
 
-def unknown_entity(db: "FactLog", name: str) -> str:
+def unknown_entity(log: Storage, name: str) -> str:
     """The error message for an entity name the KB does not know, with close matches."""
-    import difflib
-
-    names = [r[0] for r in db.db.execute("SELECT name FROM entities LIMIT 20000")]
-    close = difflib.get_close_matches(name, names, n=5)
+    close = difflib.get_close_matches(name, log.entity_names(20_000), n=5)
     hint = f"; did you mean: {', '.join(close)}" if close else ""
     return f"unknown entity {name!r}{hint}"
+
+
+def _positive(limit: object) -> None:
+    if not isinstance(limit, int) or limit < 1:
+        raise InvalidInputError(f"limit {limit!r} must be a positive integer")
+
+
+class Views:
+    """Answers every read that is not a search; writes nothing."""
+
+    def __init__(self, log: Storage, vocab: Vocabulary):
+        self._log = log
+        self._vocab = vocab
+
+    def fact(self, fact_id: str) -> Fact:
+        f = self._log.fact(fact_id) if isinstance(fact_id, str) else None
+        if f is None:
+            raise NotFoundError(f"no fact with id {fact_id!r}; list ids with `kgrow kb facts`")
+        return f
+
+    def facts(self, user: str | None, entity: str | None, relation: str | None, history: bool,
+              as_of: object, limit: int | None) -> list[Fact]:
+        who = self._log.known_user(user) if user is not None else None
+        name = self._vocab.resolve(clean_text(entity, "entity")) if entity is not None else None
+        rel = normalize_relation(clean_text(relation, "relation")) if relation is not None else None
+        t = to_timestamp(as_of, "as_of") if as_of is not None else None
+        if limit is not None:
+            _positive(limit)
+        return self._log.list_facts(user=who, entity=name, relation=rel, as_of=t, history=history, limit=limit)
+
+    def about(self, entity: str, user: str | None, limit: int) -> list[Fact]:
+        name = self._vocab.resolve(clean_text(entity, "entity"))
+        _positive(limit)
+        return self._log.facts_about(name, Scope(self._log.known_user(user) if user is not None else None, None), limit)
+
+    def history(self, fact_id: str) -> tuple[list[Fact], list[HistoryEvent]]:
+        f = self.fact(fact_id)
+        versions = self._log.slot_versions(f.user, f.subject, f.relation)
+        if not self._vocab.single_valued(f.relation):
+            versions = [v for v in versions if v.object == f.object]
+        events = [HistoryEvent(t, ev, fid, d) for _, t, fid, ev, d in self._log.history_of([v.id for v in versions])]
+        return versions, events
+
+    def entity(self, name: str, user: str | None) -> EntityProfile:
+        norm = self._vocab.resolve(clean_text(name, "entity"))
+        display = self._log.entity_display(norm)
+        if display is None:
+            raise NotFoundError(unknown_entity(self._log, norm))
+        facts = self.facts(user, norm, None, True, None, None)
+        current = tuple(f for f in facts if f.status is Status.ACTIVE)
+        past = tuple(f for f in facts if f.status is Status.SUPERSEDED)
+        neighbours = tuple(dict.fromkeys(f.object if f.subject == norm else f.subject for f in current))
+        return EntityProfile(norm, display, self._vocab.aliases_of(norm), current, past, neighbours)
+
+    def stats(self, path: Path, manifest: Manifest, keeper: IndexKeeper) -> KBStats:
+        c = self._log.counts()
+        disk = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+        return KBStats(
+            path=str(path), format_version=manifest.format_version, embedder_id=manifest.embedder_id,
+            embedder_dim=manifest.embedder_dim, facts_active=c.get("facts_active", 0),
+            facts_superseded=c.get("facts_superseded", 0), facts_forgotten=c.get("facts_forgotten", 0),
+            episodes=c["episodes_active"], users=c["users"], entities=c["entities"],
+            relations_single_valued=c["single_valued"], index_kind=keeper.index_kind, index_vectors=keeper.size,
+            disk_bytes=disk,
+        )

@@ -1,12 +1,12 @@
 """Numbered, append-only upgrade steps of the SQLite schema (as in simonw/llm): step N takes version N-1 to N.
 
 Never edit or reorder a step that has shipped: a KB written by any earlier kgrow replays the steps
-after its own ``meta.schema_version``, all in one transaction, so a failed upgrade leaves it as it was.
+after its own ``meta.schema_version`` inside one ``FactLog.transaction()``, so a failed upgrade
+leaves it as it was. The manifest has its own numbered steps in kb.manifest.
 """
 from __future__ import annotations
 
 import sqlite3
-import sys
 from collections.abc import Callable
 
 from kb.errors import IncompatibleKBError
@@ -27,20 +27,25 @@ def _v2_episode_sessions(db: sqlite3.Connection) -> None:
 STEPS: tuple[Step, ...] = (_v2_episode_sessions,)
 
 
-def _version(db: sqlite3.Connection) -> int:
+def version(db: sqlite3.Connection) -> int:
+    """The database's schema version (a database without one predates the meta entry: version 1)."""
     row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     return int(row[0]) if row else 1
+
+
+def _newer(v: int, newest: int) -> IncompatibleKBError:
+    return IncompatibleKBError(
+        f"the KB's schema version is {v}, newer than this kgrow reads (up to {newest}); upgrade kgrow")
 
 
 def check_readable(db: sqlite3.Connection, newest: int) -> int:
     """The database's schema version; an error naming both versions when this code cannot read it."""
     try:
-        v = _version(db)
+        v = version(db)
     except sqlite3.OperationalError:
         return newest  # an empty database opened read-only: nothing to read yet
     if v > newest:
-        raise IncompatibleKBError(
-            f"the KB's schema version is {v}, newer than this kgrow reads (up to {newest}); upgrade kgrow")
+        raise _newer(v, newest)
     if v < newest:
         raise IncompatibleKBError(
             f"the KB's schema version is {v}, older than this kgrow reads ({newest}); "
@@ -48,24 +53,17 @@ def check_readable(db: sqlite3.Connection, newest: int) -> int:
     return v
 
 
-def upgrade(db: sqlite3.Connection, newest: int) -> int | None:
-    """Replay the steps after the database's version in one transaction; returns the old version, or
-    None when it was current."""
-    v = _version(db)
+def check_writable(db: sqlite3.Connection, newest: int) -> int:
+    """The database's version, or an error when it is newer than ``newest``."""
+    v = version(db)
     if v > newest:
-        raise IncompatibleKBError(
-            f"the KB's schema version is {v}, newer than this kgrow reads (up to {newest}); upgrade kgrow")
-    if v == newest:
-        return None
-    assert len(STEPS) == newest - 1, "one step per version after the first"
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for n in range(v, newest):
-            STEPS[n - 1](db)
-        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)", (str(newest),))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    print(f"kgrow: upgraded the knowledge base schema from version {v} to {newest}", file=sys.stderr)
+        raise _newer(v, newest)
     return v
+
+
+def apply(db: sqlite3.Connection, old: int, newest: int) -> None:
+    """Run steps old+1..newest and record the new version; the caller holds the transaction."""
+    assert len(STEPS) == newest - 1, "one step per version after the first"
+    for n in range(old, newest):
+        STEPS[n - 1](db)
+    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)", (str(newest),))

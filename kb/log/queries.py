@@ -1,0 +1,72 @@
+"""The retrieval queries of hybrid search (FactLog's search methods): scope filters, BM25, graph, scans."""
+from __future__ import annotations
+
+import sqlite3
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from kb.facts import Kind
+from kb.log import vids
+from kb.log.scope import Scope
+
+_FTS = {Kind.FACT: ("facts", "facts_fts"), Kind.EPISODE: ("episodes", "episodes_fts")}
+
+
+def _sql(scope: Scope, kind: Kind, alias: str = "", lookup: bool = True) -> tuple[str, list]:
+    return scope.fact_sql(alias, lookup) if kind is Kind.FACT else scope.episode_sql(alias, lookup)
+
+
+class QueriesMixin:
+    """What the retrievers of kb.search ask; every method speaks vector ids."""
+
+    db: sqlite3.Connection
+
+    def visible(self, vector_ids: Sequence[int], scope: Scope, kinds: Sequence[Kind]) -> set[int]:
+        """The vector ids among ``vector_ids`` whose rows ``scope`` may see."""
+        fr, er = vids.partition(vector_ids)
+        out: set[int] = set()
+        for kind, rows in ((Kind.FACT, fr), (Kind.EPISODE, er)):
+            if rows and kind in kinds:
+                w, p = _sql(scope, kind)
+                q = ",".join("?" * len(rows))
+                table = _FTS[kind][0]
+                out.update(vids.encode(kind, r) for (r,) in
+                           self.db.execute(f"SELECT vid FROM {table} WHERE vid IN ({q}) AND {w}", rows + p))
+        return out
+
+    def scan_vectors(self, kind: Kind, scope: Scope, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(vector ids (n,), vectors (n, dim)) of every row ``scope`` may see, in batches."""
+        w, p = _sql(scope, kind, lookup=False)
+        cur = self.db.execute(f"SELECT vid, vector FROM {_FTS[kind][0]} WHERE {w} AND vector IS NOT NULL", p)
+        while rows := cur.fetchmany(batch):
+            ids = vids.encode_many(kind, [r[0] for r in rows])
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+
+    def term_rows(self, kind: Kind, term: str, cap: int) -> int:
+        """Rows whose text holds ``term`` (a quoted FTS5 phrase), counted up to ``cap``."""
+        table = _FTS[kind][1]
+        return self.db.execute(
+            f"SELECT count(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH ? LIMIT {int(cap)})", (term,),
+        ).fetchone()[0]
+
+    def keyword(self, kind: Kind, match: str, scope: Scope, k: int) -> list[tuple[float, int]]:
+        """(bm25 score, vector id) of the best ``k`` visible rows matching ``match``; lower is better."""
+        table, fts = _FTS[kind]
+        w, p = _sql(scope, kind, "t")
+        rows = self.db.execute(
+            f"SELECT t.vid, bm25({fts}) AS s FROM {fts} JOIN {table} t ON t.vid = {fts}.rowid "
+            f"WHERE {fts} MATCH ? AND {w} ORDER BY s LIMIT ?", [match, *p, k],
+        ).fetchall()
+        return [(s, vids.encode(kind, r)) for r, s in rows]
+
+    def facts_touching(self, entities: Sequence[str], scope: Scope, k: int) -> list[tuple[int, str, str]]:
+        """(vector id, subject, object) of visible facts on these entities, most confident and recent first."""
+        w, p = scope.fact_sql()
+        q = ",".join("?" * len(entities))
+        rows = self.db.execute(
+            f"SELECT vid, subject, object FROM facts WHERE (subject IN ({q}) OR object IN ({q})) AND {w} "
+            f"ORDER BY confidence DESC, stated_at DESC LIMIT ?",
+            [*entities, *entities, *p, k],
+        ).fetchall()
+        return [(vids.fact_vid(r), s, o) for r, s, o in rows]
