@@ -12,7 +12,7 @@ from kb import manifest as manifest_mod
 from kb.config import AddResult, KBConfig, NewEpisode, NewFact
 from kb.embeddings import Embedder, EmbedderConfig, SentenceTransformerEmbedder
 from kb.episodes import EpisodeStore
-from kb.errors import InvalidInputError, KBError
+from kb.errors import KBError
 from kb.exporter import Exporter
 from kb.facts import Episode, Fact, Hit, Kind, Role, clean_user, iso, to_timestamp
 from kb.forgetting import Forgetter
@@ -26,6 +26,7 @@ from kb.search import HybridSearcher, check_search_args, mentioned_entities
 from kb.views import EntityProfile, HistoryEvent, KBStats, Views
 from kb.vocabulary import Vocabulary
 from kb.writer import FactWriter
+
 
 class KnowledgeBase:
     """A growing, user-scoped store of facts and episodes; use ``KnowledgeBase.open(path)``.
@@ -54,7 +55,6 @@ class KnowledgeBase:
         self._forgetter = Forgetter(db, self._vocab, self._keeper)
         self._views = Views(db, self._vocab)
         self._exporter = Exporter(db, self._keeper.storage_order)
-        self._graph_cache: tuple[int, str | None, FactGraph] | None = None
 
     # ------------------------------------------------------------------ open / close
 
@@ -276,11 +276,7 @@ class KnowledgeBase:
         """The facts learned from each episode, current and past (forgotten ones left out): recall uses
         it so that an utterance whose facts were superseded cannot outrank what superseded them."""
         with self._mutex:
-            out: dict[str, list[Fact]] = {e: [] for e in dict.fromkeys(episode_ids)}
-            for f in self._log.facts_learned_from(list(out)):
-                for e in {s.episode_id for s in f.sources if s.episode_id in out}:
-                    out[e].append(f)
-            return out
+            return self._views.facts_from_episodes(episode_ids)
 
     def session_episodes(self, user: str, session: str, start: int = 0, stop: int | None = None) -> list[Episode]:
         """The active episodes of one of ``user``'s sessions with ``start <= position < stop``, in order."""
@@ -316,11 +312,7 @@ class KnowledgeBase:
     def graph(self, user: str | None = None) -> FactGraph:
         """The networkx fact graph (current facts) of one user plus shared facts, or of everyone."""
         with self._mutex:
-            who = self._log.known_user(user) if user is not None else None
-            cached = self._graph_cache
-            if cached is None or cached[0] != self._log.generation or cached[1] != who:
-                cached = self._graph_cache = (self._log.generation, who, FactGraph.from_facts(self.facts(user=who), who))
-            return cached[2]
+            return self._views.graph(user)
 
     # ------------------------------------------------------------------ maintenance and transfer
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from kb.errors import InvalidInputError, NotFoundError
 from kb.facts import Fact, Status, clean_text, normalize_relation, to_timestamp
+from kb.graph import FactGraph
 from kb.log import Scope, Storage
 from kb.maintenance import IndexKeeper
 from kb.manifest import Manifest
@@ -73,6 +75,7 @@ class Views:
     def __init__(self, log: Storage, vocab: Vocabulary):
         self._log = log
         self._vocab = vocab
+        self._graph: tuple[int, str | None, FactGraph] | None = None  # (log generation, user, graph)
 
     def fact(self, fact_id: str) -> Fact:
         f = self._log.fact(fact_id) if isinstance(fact_id, str) else None
@@ -113,6 +116,20 @@ class Views:
         past = tuple(f for f in facts if f.status is Status.SUPERSEDED)
         neighbours = tuple(dict.fromkeys(f.object if f.subject == norm else f.subject for f in current))
         return EntityProfile(norm, display, self._vocab.aliases_of(norm), current, past, neighbours)
+
+    def facts_from_episodes(self, episode_ids: Sequence[str]) -> dict[str, list[Fact]]:
+        out: dict[str, list[Fact]] = {e: [] for e in dict.fromkeys(episode_ids)}
+        for f in self._log.facts_learned_from(list(out)):
+            for e in {s.episode_id for s in f.sources if s.episode_id in out}:
+                out[e].append(f)
+        return out
+
+    def graph(self, user: str | None) -> FactGraph:
+        """The fact graph of ``user`` plus shared facts (everyone's when None), rebuilt after any commit."""
+        who = self._log.known_user(user) if user is not None else None
+        if self._graph is None or self._graph[0] != self._log.generation or self._graph[1] != who:
+            self._graph = (self._log.generation, who, FactGraph.from_facts(self._log.list_facts(user=who), who))
+        return self._graph[2]
 
     def stats(self, path: Path, manifest: Manifest, keeper: IndexKeeper) -> KBStats:
         c = self._log.counts()
