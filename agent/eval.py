@@ -20,11 +20,12 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from agent.errors import AgentError, BadInputError
+from agent.eval_grounded import PolicyMetrics, format_policy, is_abstention, judge, policy_metrics, support_texts
 from agent.scenario import Category, CheckKind, GoldTriple, Scenario, ScriptTurn, TurnKind, load_scenarios
 from kb import SHARED, HashEmbedder, KBConfig, KnowledgeBase
 from kb.errors import KBError
@@ -112,6 +113,13 @@ class TurnResult:
     correct: bool | None  # None for statements
     leaked: int  # used facts of another user
     ms: StepTimes
+    split: str = "dev"  # the scenario's split (dev / test)
+    grounded: bool | None = None  # ask: correct and no unsupported entity, number or date
+    abstained: bool | None = None  # ask: the reply says memory has no answer
+    unsupported: tuple[str, ...] = ()  # ask: the reply's unsupported claims
+    about_user: bool | None = None  # ask: the policy took it for a question about the user's world
+    bare_reply: str | None = None  # general knowledge: the bare model's answer to the same question
+    bare_correct: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,8 @@ class Metrics:
     check_pass_rate: float | None
     leaked_facts: int
     errors: int
+    answers_grounded: int = 0  # right and without an unsupported entity, number or date
+    grounded_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,7 @@ class EvalReport:
     categories: tuple[Metrics, ...]
     latency: tuple[StepLatency, ...]
     scenarios: tuple[ScenarioResult, ...]
+    policy: PolicyMetrics | None = None  # abstention, general knowledge, grounded (agent/eval_grounded.py)
 
 
 class Runtime:
@@ -250,7 +261,11 @@ def mentions(text: str, phrase: str) -> bool:
 
 
 def answer_ok(turn: ScriptTurn, reply: str) -> bool:
+    """Contains-value accuracy: one of expect_answer, none of reject, and an abstention exactly when
+    the turn says so (``abstain``: true / false; unset: not graded)."""
     found = not turn.expect_answer or any(mentions(reply, a) for a in turn.expect_answer)
+    if turn.abstain is not None and is_abstention(reply) != turn.abstain:
+        return False
     return found and not any(mentions(reply, r) for r in turn.reject)
 
 
@@ -264,7 +279,8 @@ def visible_facts(kb: KnowledgeBase, user: str) -> list[Fact]:
 # --------------------------------------------------------------------------- running
 
 
-def _run_turn(agent, kb: KnowledgeBase, si: int, ti: int, turn: ScriptTurn) -> TurnResult:
+def _run_turn(agent, kb: KnowledgeBase, si: int, ti: int, turn: ScriptTurn, sc: Scenario | None = None,
+              rt: Runtime | None = None) -> TurnResult:
     t_start = time.time()
     w0 = time.perf_counter()
     reply = agent.chat(turn.text)
@@ -278,10 +294,34 @@ def _run_turn(agent, kb: KnowledgeBase, si: int, ti: int, turn: ScriptTurn) -> T
     tm = reply.timings
     ms = StepTimes(*(round(x * 1000.0, 3) for x in (tm.state, tm.retrieval, tm.generation, tm.extraction,
                                                       tm.write_back, wall)))
-    return TurnResult(si, ti, agent.user, turn.kind, turn.text, reply.text, tuple(sorted(produced)),
-                      tuple(sorted(gold)), tuple(used), len(produced & gold), sum(1 for e in evidence if e in used),
-                      len(evidence), answer_ok(turn, reply.text) if turn.kind is TurnKind.ASK else None,
-                      sum(1 for u in reply.used_facts if u.fact.user not in (SHARED, agent.user)), ms)
+    result = TurnResult(si, ti, agent.user, turn.kind, turn.text, reply.text, tuple(sorted(produced)),
+                        tuple(sorted(gold)), tuple(used), len(produced & gold), sum(1 for e in evidence if e in used),
+                        len(evidence), answer_ok(turn, reply.text) if turn.kind is TurnKind.ASK else None,
+                        sum(1 for u in reply.used_facts if u.fact.user not in (SHARED, agent.user)), ms,
+                        sc.split.value if sc is not None else "dev")
+    return _honest(result, agent, reply, turn, sc, rt) if turn.kind is TurnKind.ASK and rt is not None else result
+
+
+def _honest(result: TurnResult, agent, reply, turn: ScriptTurn, sc: Scenario | None, rt: Runtime) -> TurnResult:
+    """The grounded verdict, the topic the policy saw, and for general knowledge the bare model's answer."""
+    from agent import support
+    from agent.llm import Message
+    from agent.prompt import display_name
+    from agent.turn import count_sentences
+
+    g = judge(reply.text, bool(result.correct), support_texts(reply, turn.text, display_name(agent.profile)), rt.nlp)
+    about = support.topic(support.records(agent, turn.text, reply.state, [])[0]) is support.Topic.USER
+    bare = bare_ok = None
+    if sc is not None and sc.category is Category.GENERAL_KNOWLEDGE:
+        pieces: list[str] = []
+        for piece in rt.llm.stream([Message("user", turn.text)], max_new_tokens=None):
+            pieces.append(piece)
+            if count_sentences("".join(pieces)) >= rt.agent_config.max_sentences:
+                break
+        bare = "".join(pieces).strip()
+        bare_ok = answer_ok(turn, bare)
+    return replace(result, grounded=g.grounded, abstained=g.abstained, unsupported=g.unsupported,
+                   about_user=about, bare_reply=bare, bare_correct=bare_ok)
 
 
 def run_scenario(sc: Scenario, rt: Runtime) -> ScenarioResult:
@@ -300,7 +340,7 @@ def run_scenario(sc: Scenario, rt: Runtime) -> ScenarioResult:
                     agent.reset_session()
                     try:
                         for ti, turn in enumerate(session.turns):
-                            turns.append(_run_turn(agent, kb, si, ti, turn))
+                            turns.append(_run_turn(agent, kb, si, ti, turn, sc, rt))
                     finally:
                         agent.close()
                 finally:
@@ -335,6 +375,7 @@ def metrics(name: str, results: list[ScenarioResult], scenarios: list[Scenario])
     asked = [t for t in turns if t.kind is TurnKind.ASK]
     questions = sum(len(s.questions) for s in scenarios)  # unanswered questions (after an error) count as wrong
     correct = sum(1 for t in asked if t.correct)
+    grounded = sum(1 for t in asked if t.grounded)
     ev_total = sum(len(q.evidence) for s in scenarios for q in s.questions)
     ev_found = sum(t.evidence_found for t in asked)
     checks = [c for r_ in results for c in r_.checks]
@@ -343,7 +384,7 @@ def metrics(name: str, results: list[ScenarioResult], scenarios: list[Scenario])
     return Metrics(name, len(results), len(turns), questions, tp, fp, fn, p, r, f1, ev_found, ev_total,
                    _rate(ev_found, ev_total), correct, _rate(correct, questions), passed, checks_total,
                    _rate(passed, checks_total), sum(t.leaked for t in turns),
-                   sum(1 for x in results if x.error is not None))
+                   sum(1 for x in results if x.error is not None), grounded, _rate(grounded, questions))
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -391,7 +432,15 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
                  for c in Category if any(s.category is c for s in scenarios))
     return EvalReport(str(config.scenarios), rt.llm.id, rt.embedder.id, config.fake,
                       round(time.perf_counter() - t0, 3), metrics("overall", results, scenarios), cats,
-                      latency(results), tuple(results))
+                      latency(results), tuple(results), policy_metrics(policy_rows(results)))
+
+
+def policy_rows(results: list[ScenarioResult]) -> list[dict]:
+    """One row per answered question for agent.eval_grounded.policy_metrics."""
+    return [{"category": r.category.value, "split": t.split, "correct": bool(t.correct), "grounded": bool(t.grounded),
+             "abstained": bool(t.abstained), "unsupported": t.unsupported, "about_user": r.category.about_user,
+             "topic_right": t.about_user == r.category.about_user, "bare_correct": bool(t.bare_correct)}
+            for r in results for t in r.turns if t.kind is TurnKind.ASK]
 
 
 # --------------------------------------------------------------------------- output
@@ -409,18 +458,21 @@ def format_report(report: EvalReport) -> str:
              f"{report.seconds:.1f} s")
     lines = [title, ""]
     head = (f"{'category':<26}{'scen':>5}{'turns':>6}{'qs':>5}{'ext P':>8}{'ext R':>8}{'ext F1':>8}"
-            f"{'retr R':>8}{'answer':>8}{'checks':>8}{'leaks':>6}{'errors':>7}")
+            f"{'retr R':>8}{'answer':>8}{'ground':>8}{'checks':>8}{'leaks':>6}{'errors':>7}")
     lines += [head, "-" * len(head)]
     for m in report.categories + (o,):
         if m is o:
             lines.append("-" * len(head))
         lines.append(f"{m.name:<26}{m.scenarios:>5}{m.turns:>6}{m.questions:>5}{_f(m.precision):>8}"
                      f"{_f(m.recall):>8}{_f(m.f1):>8}{_f(m.retrieval_recall):>8}{_f(m.answer_accuracy):>8}"
+                     f"{_f(m.grounded_accuracy):>8}"
                      f"{f'{m.checks_passed}/{m.checks_total}':>8}{m.leaked_facts:>6}{m.errors:>7}")
     summary = (f"extraction: {o.extraction_tp} correct, {o.extraction_fp} spurious, {o.extraction_fn} missed; "
                f"retrieval: {o.evidence_found}/{o.evidence_total} evidence facts used; "
-               f"answers: {o.answers_correct}/{o.questions} right")
+               f"answers: {o.answers_correct}/{o.questions} right, {o.answers_grounded}/{o.questions} grounded")
     lines += ["", summary, ""]
+    if report.policy is not None:
+        lines += [format_policy(report.policy), ""]
     lhead = (f"{'latency per turn (ms)':<24}{'statements p50':>16}{'p95':>9}{'questions p50':>16}{'p95':>9}"
              f"{'all p50':>10}{'p95':>9}")
     lines += [lhead, "-" * len(lhead)]

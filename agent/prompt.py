@@ -126,6 +126,13 @@ def third_person(question: str, name: str) -> str:
     return out
 
 
+def bare_messages(user_text: str, profile: Profile) -> list[Message]:
+    """A general-knowledge question as the bare model gets it: no facts, no system text beyond the
+    user's non-default preferences (none: the model's own default system prompt)."""
+    prefs = system_text(profile)[len(SYSTEM_DETAILED if profile.length is AnswerLength.DETAILED else SYSTEM):].strip()
+    return ([Message("system", prefs)] if prefs else []) + [Message("user", user_text)]
+
+
 def build_messages(system: str, history: Sequence[Exchange], facts: Sequence[Fact], user_text: str,
                    name: str, snippets: Sequence[str] = ()) -> list[Message]:
     """Chat messages: system, verbatim history, then the numbered facts and dated ``snippets`` of

@@ -18,8 +18,10 @@ from agent.preference import PreferenceMatch, find_preferences
 from agent.preference import acknowledge as acknowledge_preferences
 from agent.preference import apply as apply_preferences
 from agent.profile import PREFERENCE_RELATIONS, Generation, generation
+from agent import support
 from agent.prompt import (
     Exchange,
+    bare_messages,
     build_messages,
     display_name,
     fit_facts,
@@ -75,24 +77,40 @@ def take_turn(agent: Agent, text: str) -> Iterator[str]:
                 r0 = time.perf_counter()  # retrieval only when the model will answer
                 memories = recall_for(agent, text, turn, agent.config.recall.k) if _wants_facts(turn) else []
                 used, snippets = for_prompt(agent, text, memories)
+                # the answer policy (agent/support.py): general knowledge -> bare model, unsupported -> abstain
+                plan = support.plan(*support.records(agent, text, turn, memories), agent.tracker.nlp,
+                                    _support_config(agent)) if turn.intent is Intent.QUESTION else None
+                if plan is not None and plan.action is not support.Action.ANSWER:
+                    used, snippets = [], []
                 turn.used_fact_ids = [u.fact.id for u in used]
                 retrieval_time = time.perf_counter() - r0
                 g0 = time.perf_counter()
-                messages = prompt_for(agent, text, turn, used, agent._history, snippets)
                 limits = _limits(agent)
-                knowledge = agent.fuser.tokens([u.fact for u in used], asked_form(agent, text, turn))
-                stream = agent.fuser.stream(agent.llm, messages, limits.max_new_tokens, knowledge,
-                                            cited=bool(used) and agent.fuser.cites_text)
+                knowledge = None
+                if plan is not None and plan.action is support.Action.ABSTAIN:
+                    stream = iter([plan.text])
+                elif plan is not None and plan.action is support.Action.BARE:
+                    stream = agent.llm.stream(bare_messages(text, agent.profile), max_new_tokens=limits.max_new_tokens)
+                else:
+                    messages = prompt_for(agent, text, turn, used, agent._history, snippets)
+                    knowledge = agent.fuser.tokens([u.fact for u in used], asked_form(agent, text, turn))
+                    stream = agent.fuser.stream(agent.llm, messages, limits.max_new_tokens, knowledge,
+                                                cited=bool(used) and agent.fuser.cites_text)
+                held = plan is not None and plan.action is support.Action.ANSWER  # checked whole, then given
                 try:
                     for piece in stream:
                         pieces.append(piece)
-                        yield piece
+                        if not held:
+                            yield piece
                         if limits.max_sentences and count_sentences("".join(pieces)) >= limits.max_sentences:
                             break
                 finally:
                     close = getattr(stream, "close", None)
                     if close is not None:
                         close()
+                if held:
+                    pieces[:] = [support.ground("".join(pieces), plan, agent.tracker.nlp, _support_config(agent))]
+                    yield pieces[0]
                 gen_time = time.perf_counter() - g0
                 fused = agent.fuser.read(knowledge)
         finally:
@@ -233,6 +251,11 @@ def asked_form(agent: Agent, text: str, turn: Turn) -> str:
     if turn.intent is not Intent.QUESTION:
         return text
     return third_person(_spell_out(agent, text, turn), display_name(agent.profile))
+
+
+def _support_config(agent: Agent) -> support.SupportConfig:
+    """The answer policy's settings (``AgentConfig.support`` once the config carries one)."""
+    return getattr(agent.config, "support", None) or support.SupportConfig()
 
 
 def _limits(agent: Agent) -> Generation:

@@ -1,0 +1,154 @@
+"""The grounding checker, the answer policy and its templates, on hand-labelled answers (incl. issue 14's)."""
+from __future__ import annotations
+
+import pytest
+
+from agent.eval_grounded import is_abstention, judge
+from agent.grounding import GroundingConfig, grounded, support_keys, unsupported
+from agent.phrasing import abstention, second_person
+from agent.support import Action, Evidence, Plan, Question, SupportConfig, Topic, cut_before, ground, plan, topic
+
+# (answer, support: memories + question, the unsupported claims a person finds), labelled by hand.
+# The first block is every answer quoted in issue 14; the feedback ones are the eval's first regenerations.
+LABELLED = [
+    ("Lena was born in Graz, Croatia.", ["Lena was born in Graz.", "Where was Lena born?"], {"croatia"}),
+    ("Fay's sister is Anna, a famous actress who has been performing for over 20 years.",
+     ["Fay's sister is Anna.", "Who is Fay's sister?"], {"20"}),
+    ("Ana is a person born in Berlin, Germany.", ["Ana lives in Berlin.", "Where does Ana live?"], {"germany"}),
+    ("Lee is a person, not just their name. Lee is a fictional character based on the real-life person named Rae.",
+     ["Lee's name is Lee.", "What is Lee's name?"], {"rae"}),
+    ("Dana lives in a small town called Ashwood, which is nestled between the mountains of Willow Creek.",
+     ["Where does Dana live?", "Dana"], {"ashwood", "willow", "creek"}),
+    ("Pizza is a type of Italian food that's often enjoyed in the UK.", ["Cara's favorite food is pizza."],
+     {"italian", "uk"}),
+    ("Hal was born in Porto, Portugal.", ["Hal was born in Porto."], {"portugal"}),
+    ("Pam's mother is Martha, a famous American actress and philanthropist.", ["Pam's mother is Martha."],
+     {"american"}),
+    ("Mary lives in Rome, Italy.", ["Mary lives in Rome."], {"italy"}),
+    ("Sam was born on July 5th, 1989.", ["Sam was born on July 4, 1988."], {"5", "1989"}),
+    # supported: every name, number and date is in the memories or the question
+    ("Eli's dog is Max.", ["Eli's dog is called Max."], set()),
+    ("Gus's birthday is 06-05.", ["Gus's birthday is June 5."], set()),
+    ("Ida is 31 years old.", ["Ida is 31 years old."], set()),
+    ("Jon studies at Stanford University.", ["Jon studies at Stanford."], set()),
+    ("John works at Apple Inc.", ["John works at Apple."], set()),
+    ("Green is a color that Cara loves to wear.", ["Cara's favorite color is green."], set()),
+    ("Ben's friend, Quin, lives in Bergen.", ["Ben lives in Bergen.", "Quin's friend is Ben."], set()),
+    ("Your sister Mary lives in Rome.", ["Sam's sister is Mary.", "Mary lives in Rome."], set()),
+    ("Sam was born on July 4th, 1988.", ["Sam was born on July 4, 1988."], set()),
+    ("There are seven days in a week.", ["How many days are in a week?", "A week has 7 days."], set()),
+]
+
+
+@pytest.mark.parametrize("answer,support,expected", LABELLED, ids=[a[:32] for a, _, _ in LABELLED])
+def test_checker_finds_exactly_the_unsupported_claims(nlp, answer, support, expected):
+    found = {k for c in unsupported(answer, support, nlp) for k in c.missing}
+    assert found == expected
+
+
+def test_grounded_needs_the_value_and_nothing_invented(nlp):
+    support = ["Lena was born in Graz.", "Where was Lena born?"]
+    assert grounded("Lena was born in Graz.", ["Graz"], support, nlp)
+    assert not grounded("Lena was born in Graz, Croatia.", ["Graz"], support, nlp)  # contains the value, invents
+    assert not grounded("Lena was born in Vienna.", ["Graz"], support + ["Lena was born in Vienna."], nlp)
+
+
+def test_support_keys_normalise_numbers_dates_and_case():
+    keys = support_keys(["Sam is seven.", "Born on the 4th of July", "Lives in PARIS"])
+    assert {"7", "4", "july", "paris", "7-4", "4-7"} <= keys
+
+
+def test_config_rejects_an_unknown_label():
+    with pytest.raises(ValueError, match="unknown entity label 'CITY'.*valid labels: .*GPE"):
+        GroundingConfig(labels=frozenset({"CITY"}))
+
+
+@pytest.mark.parametrize("question,sentence", [
+    ("Where do I live?", "You haven't told me where you live."),
+    ("Where do I work?", "You haven't told me where you work."),
+    ("What is my dog's name?", "You haven't told me what your dog's name is."),
+    ("How old am I?", "You haven't told me how old you are."),
+    ("Where does my sister live?", "You haven't told me where your sister lives."),
+    ("Which university did I go to?", "You haven't told me which university you went to."),
+    ("Do I have any pets?", "You haven't told me whether you have any pets."),
+    ("Tell me something nice", "You haven't told me that yet."),
+])
+def test_abstention_is_one_sentence_built_from_the_question(question, sentence):
+    assert abstention(question) == sentence
+    assert is_abstention(sentence)
+
+
+def test_abstention_in_the_profile_language_where_a_template_exists():
+    assert abstention("Where do I live?", "French") == "Vous ne me l'avez pas encore dit."
+    assert abstention("Where do I live?", "Korean") == "You haven't told me where you live."  # no template
+
+
+def test_second_person_rephrases_the_users_own_memories():
+    assert second_person("Sam lives in Lisbon.", "Sam") == "You live in Lisbon."
+    assert second_person("Sam's sister is Mary.", "Sam") == "Your sister is Mary."
+    assert second_person("Mary lives in Rome.", "Sam") == "Mary lives in Rome."
+
+
+def _q(text: str, first: bool = True, world: tuple[str, ...] = ()) -> Question:
+    return Question(text, text.replace("I ", "Sam ").replace("my ", "Sam's "), "Sam", first, world)
+
+
+LISBON = [Evidence("Sam lives in Lisbon.", "lives_in", "sam", "lisbon", 0.5)]
+
+
+@pytest.mark.parametrize("text,memories,action", [
+    ("Where do I live?", [], Action.ABSTAIN),  # empty memory
+    ("Where do I work?", [], Action.ABSTAIN),
+    ("Where do I work?", LISBON, Action.ABSTAIN),  # only "I live in Lisbon."
+    ("What is my dog's name?", LISBON, Action.ABSTAIN),
+    ("When was I born?", [Evidence("Sam was born in Porto.", "born_in", "sam", "porto")], Action.ABSTAIN),
+    ("How old is my sister?", [Evidence("Sam's sister is Mary.", "sister", "sam", "mary")], Action.ABSTAIN),
+    ("Where do I live?", LISBON, Action.ANSWER),
+    ("What is my sister's name?", [Evidence("Sam's sister is Mary.", "sister", "sam", "mary")], Action.ANSWER),
+    ("What is my dog called?", [Evidence("I adopted a rescue greyhound last week, his name is Biscuit.", "", "", "")],
+     Action.ANSWER),
+])
+def test_plan_abstains_unless_a_memory_covers_the_question(nlp, text, memories, action):
+    p = plan(_q(text), memories, nlp)
+    assert p.action is action
+    if action is Action.ABSTAIN:
+        assert p.text.startswith("You haven't told me") and "Lisbon" not in p.text
+
+
+def test_general_questions_go_to_the_bare_model(nlp):
+    assert topic(_q("What is the capital of France?", first=False)) is Topic.GENERAL
+    assert topic(_q("What is the largest planet in our solar system?", first=False)) is Topic.GENERAL
+    assert topic(_q("Can you tell me the capital of Italy?", first=False)) is Topic.GENERAL
+    assert topic(_q("Where does Mary live?", first=False, world=("mary",))) is Topic.USER
+    assert topic(_q("Where do I live?", first=False)) is Topic.USER
+    assert plan(_q("What is the capital of France?", first=False), LISBON, nlp).action is Action.BARE
+
+
+def test_ground_cuts_at_the_first_unsupported_claim(nlp):
+    p = Plan(Topic.USER, Action.ANSWER, support=("Lena was born in Graz.", "Where was Lena born?"),
+             fallback="Lena was born in Graz.")
+    assert ground("Lena was born in Graz, Croatia.", p, nlp) == "Lena was born in Graz."
+    fay = Plan(Topic.USER, Action.ANSWER, support=("Fay's sister is Anna.",), fallback="Your sister is Anna.")
+    assert ground("Fay's sister is Anna, a famous actress who has been performing for over 20 years.", fay,
+                  nlp) == "Fay's sister is Anna."
+    # nothing worth keeping before the claim: the best memory, in the second person
+    pizza = Plan(Topic.USER, Action.ANSWER, support=("Cara's favorite food is pizza.",), fallback="Your favorite food is pizza.")
+    assert ground("Pizza is a type of Italian food.", pizza, nlp) == "Your favorite food is pizza."
+    assert ground("Your sister Mary lives in Rome.", Plan(Topic.USER, Action.ANSWER, support=(
+        "Sam's sister is Mary.", "Mary lives in Rome.")), nlp) == "Your sister Mary lives in Rome."
+    off = SupportConfig(cut_unsupported=False)
+    assert ground("Lena was born in Graz, Croatia.", p, nlp, off) == "Lena was born in Graz, Croatia."
+
+
+def test_cut_before_keeps_whole_clauses():
+    text = "Hal was born in Porto, Portugal."
+    assert cut_before(text, text.index("Portugal")) == "Hal was born in Porto."
+    text = "Fay's sister is Anna, a famous actress who has been performing for over 20 years."
+    assert cut_before(text, text.index("20"), text.index("Anna") + 4) == "Fay's sister is Anna."
+    assert cut_before("Pizza is Italian.", 9) == ""
+
+
+def test_judge_reports_abstention_and_claims(nlp):
+    g = judge("Lena was born in Graz, Croatia.", True, ["Lena was born in Graz."], nlp)
+    assert g.unsupported == ("Croatia",) and not g.grounded and not g.abstained
+    assert judge("You haven't told me where you live.", True, ["Where do I live?"], nlp).abstained
