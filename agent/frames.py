@@ -115,11 +115,13 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
             rel, negated = vocab.polarity(frames["xcomp"], neg, retract)
             for activity in phrase.conjuncts(child):  # "hiking and swimming": one fact each
                 run.emit(ref, rel, phrase.clause_text(activity), negated)
+        elif child.dep_ == "xcomp" and not neg and not phrase.children(child, "nsubj", "nsubjpass"):
+            run._clause(child, [ref], retract)  # "start working at Meta": the complement holds the fact
 
 
 def objects(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
     """A verb without frames: a job it takes or ends, a relation it ends, its open complement
-    ("going to move": the modality decides), else an open relation named by the verb itrun."""
+    ("going to move": the modality decides), else an open relation named by the verb itself."""
     lemma = head.lemma_.lower()
     for obj in phrase.children(head, "dobj"):
         if obj.lemma_.lower() in relations.JOB_NOUNS:  # "got a job at Netflix", "quit my job at Amazon"

@@ -129,8 +129,9 @@ def sentence_modality(sent: Span) -> Modality:
     return Modality.ASSERTED
 
 
-def own_modality(head: Token, now: float | None) -> tuple[Modality, When | None]:
-    """The modality the clause headed by ``head`` carries by itself, and its resolved time."""
+def own_modality(head: Token, now: float | None, planned: bool = False) -> tuple[Modality, When | None]:
+    """The modality the clause headed by ``head`` carries by itself, and its resolved time (read as
+    a future time when the clause is ``planned`` by a verb above it: "going to start in January")."""
     mod = Modality.ASSERTED
     auxes = [c for c in head.children if c.dep_ in ("aux", "auxpass")]
     for a in auxes:
@@ -146,7 +147,7 @@ def own_modality(head: Token, now: float | None) -> tuple[Modality, When | None]
                                           and not any(a.lemma_ == "have" for a in auxes))
     when = None
     if now is not None:
-        prefer = "future" if (mod is Modality.PLAN or progressive or head.tag_ in ("VB", "VBP", "VBZ")) \
+        prefer = "future" if (planned or mod is Modality.PLAN or progressive or head.tag_ in ("VB", "VBP", "VBZ")) \
             and not simple_past else "past"
         when = clause_time(head, now, prefer)
     if mod is Modality.ASSERTED:

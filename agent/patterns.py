@@ -198,8 +198,9 @@ class Run:
     def _clause(self, head: Token, inherited: list[Ref] | None, retract: bool) -> list[Ref] | None:
         """Extract from one clause in its modality; return its subjects for coordinated clauses."""
         saved = (self.mod, self.when)
-        own, when = own_modality(head, self.now)
-        self.mod = combine(own, governed_modality(head), saved[0] if head.dep_ == "xcomp" else Modality.ASSERTED)
+        above = combine(governed_modality(head), saved[0] if head.dep_ == "xcomp" else Modality.ASSERTED)
+        own, when = own_modality(head, self.now, planned=above is Modality.PLAN)
+        self.mod = combine(own, above)
         self.when = when if when is not None else (saved[1] if head.dep_ == "xcomp" else None)
         try:
             return self._clause_body(head, inherited, retract)

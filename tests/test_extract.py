@@ -494,3 +494,147 @@ def test_subjects_are_normalisable():
     for _text, _ctx, expected in TABLE:
         for s, r, o, _ in expected:
             assert normalize_name(s) and normalize_name(o) and r == r.lower()
+
+
+# --------------------------------------------------------------------------- modality, time, relations
+
+NOW = 1795780800.0  # 2026-11-27T12:00:00Z: "next month" is 2026-12
+AT_NOW = ExtractionContext("alice", {"she": "Emma"}, now=NOW)
+
+
+def _said(patterns, text, ctx=AT_NOW):
+    return [(t.subject, t.relation, t.object, t.negated, t.modality, t.time) for t in patterns.extract(text, ctx)]
+
+
+@pytest.mark.parametrize("text", [
+    "I might move to Berlin next year.", "My friend thinks I live in Madrid.", "Tom believes I work at Apple.",
+    "If I won the lottery I'd move to Monaco.", "I'd love to live in Japan someday.", "I want to work at Pixar.",
+    "I'm not going to move to London.", "I was supposed to move to Oslo.", "Yeah right, like I'm a millionaire.",
+    "I'm hoping to get a job at NASA.", "Maybe one day I'll live in New York.",
+])
+def test_non_facts_store_nothing(patterns, text):
+    assert patterns.extract(text, AT_NOW) == []
+
+
+def test_plans_become_plan_relations_with_their_date(patterns):
+    assert _said(patterns, "She's moving to Denver next month.") == [
+        ("Emma", "plans_to_move_to", "Denver", False, "plan", "2026-12")]
+    assert _said(patterns, "I will move to Berlin in June.") == [
+        ("alice", "plans_to_move_to", "Berlin", False, "plan", "2027-06")]
+    assert _said(patterns, "I'm going to start working at Meta in January.") == [
+        ("alice", "plans_to_work_at", "Meta", False, "plan", "2027-01")]
+    [t] = patterns.extract("I live in Paris but I'm moving to Berlin next month.", AT_NOW)[1:]
+    assert t.text == "Alice plans to move to Berlin (2026-12)." and not t.current and t.stored
+
+
+def test_past_and_since_carry_their_resolved_time(patterns):
+    assert _said(patterns, "I moved to Berlin last month.") == [("alice", "lives_in", "Berlin", False, "past", "2026-10")]
+    assert _said(patterns, "I've lived in Lisbon since January.") == [
+        ("alice", "lives_in", "Lisbon", False, "asserted", "2026-01")]
+    assert _said(patterns, "Yesterday I started a new job at Airbnb.") == [
+        ("alice", "works_at", "Airbnb", False, "past", "2026-11-26")]
+    assert _said(patterns, "I've been working at IBM for ten years.") == [  # a duration is no time, no employer
+        ("alice", "works_at", "IBM", False, "asserted", None)]
+
+
+@pytest.mark.parametrize("text,relation,obj", [
+    ("I'm based in Lisbon these days.", "lives_in", "Lisbon"), ("I relocated to Austin.", "lives_in", "Austin"),
+    ("I'm employed by Acme.", "works_at", "Acme"), ("I joined Shopify in March.", "works_at", "Shopify"),
+    ("I lvie in Toronto.", "lives_in", "Toronto"), ("I'm with Accenture.", "works_at", "Accenture"),
+    ("I got a new job at Netflix.", "works_at", "Netflix"), ("I'm Canadian.", "nationality", "Canadian"),
+    ("I'm working at a startup called Loom.", "works_at", "Loom"), ("I'm retired.", "employment_status", "retired"),
+    ("My uncle runs a pub.", "runs", "pub"),  # an open relation: kept as said, never supersedes
+])
+def test_paraphrases_map_onto_canonical_relations(patterns, text, relation, obj):
+    assert (relation, obj) in [(t.relation, t.object) for t in patterns.extract(text, AT_NOW)]
+
+
+def test_joining_something_unnamed_is_no_employer(patterns):
+    assert patterns.extract("I joined a gym.", AT_NOW) == []
+
+
+def test_relation_tables():
+    from agent.relations import frame_verb, open_relation, plan_relation
+
+    assert frame_verb("lvie") == "live" and frame_verb("wrok") == "work" and frame_verb("love") == "love"
+    assert frame_verb("vile") is None  # not one transposition away
+    assert open_relation("run", "dobj") == "runs" and open_relation("volunteer", "at") == "volunteers_at"
+    assert open_relation("have", "dobj") is None and open_relation("work", "for") is None
+    assert plan_relation("lives_in") == "plans_to_move_to" and plan_relation("likes") is None
+
+
+def test_triple_checks_modality_and_time():
+    with pytest.raises(BadInputError, match="maybe"):
+        Triple("a", "lives_in", "b", "A lives in b.", modality="maybe")
+    with pytest.raises(BadInputError, match="ISO date prefix"):
+        Triple("a", "lives_in", "b", "A lives in b.", time="next month")
+    t = Triple("a", "lives_in", "b", "A lives in b.")
+    assert t.current and t.stored and t.modality == "asserted" and t.time is None
+
+
+def test_intent_no_worries_is_a_statement(nlp):
+    from agent.intent import Intent, classify
+
+    for text in ("No worries, I live in Porto.", "No problem, I work at Acme."):
+        assert classify(text, nlp(text)) is Intent.STATEMENT, text
+    for text in ("No, I live in Porto.", "Nope, I live in Leeds.", "Sorry, I meant I work at Oracle."):
+        assert classify(text, nlp(text)) is Intent.CORRECTION, text
+
+
+def test_someone_elses_wish_is_no_preference():
+    from agent.preference import find_preferences
+    from agent.profile import Profile
+
+    for text in ("My manager wants me to keep answers short.", "My teacher told me to keep my answers brief.",
+                 "My wife wants me to speak French more often."):
+        assert find_preferences(text, Profile("sam")).changes == (), text
+    [change] = find_preferences("Keep your answers short.", Profile("sam")).changes
+    assert (change.key.value, change.value) == ("length", "short")
+
+
+# --------------------------------------------------------------------------- the issue's chat checks
+
+def _lives_in(agent, who):
+    return sorted(f.object for f in agent.kb.facts(user="sam", entity=who, relation="lives_in") if f.subject == who)
+
+
+@pytest.fixture
+def chat_sam(agent_factory):
+    from fakes_llm import ScriptedLLM
+
+    def start(*earlier):
+        """A fresh session (a new Agent) on the same KB, after ``earlier`` sessions' lines."""
+        for lines in earlier:
+            agent = agent_factory("sam", ScriptedLLM())
+            for line in lines:
+                agent.chat(line)
+            agent.close()
+        return agent_factory("sam", ScriptedLLM())
+    return start
+
+
+@pytest.mark.parametrize("said", ["I might move to Berlin next year.", "My friend thinks I live in Madrid."])
+def test_chat_a_maybe_or_a_reported_city_leaves_the_old_one(chat_sam, said):
+    agent = chat_sam(["I live in Paris."])
+    reply = agent.chat(said)
+    assert not reply.learned_facts and not reply.superseded_facts
+    assert _lives_in(agent, "sam") == ["paris"]
+    used = agent.chat("Where do I live?").used_facts
+    assert [u.fact.object for u in used if u.fact.relation == "lives_in"] == ["paris"]
+
+
+def test_chat_based_in_supersedes_the_old_city(chat_sam):
+    agent = chat_sam(["I live in Paris."])
+    reply = agent.chat("I'm based in Lisbon these days.")
+    assert [f.object for f in reply.superseded_facts] == ["paris"]
+    assert _lives_in(agent, "sam") == ["lisbon"]
+
+
+def test_chat_a_plan_is_stored_as_a_plan(chat_sam):
+    agent = chat_sam()
+    agent.chat("My sister Emma lives in Boston.")
+    reply = agent.chat("She's moving to Denver next month")
+    assert [(f.subject, f.relation, f.object) for f in reply.learned_facts] == [("emma", "plans_to_move_to", "denver")]
+    assert not reply.superseded_facts and _lives_in(agent, "emma") == ["boston"]
+    used = agent.chat("Where is she moving?").used_facts
+    assert any(u.fact.relation == "plans_to_move_to" for u in used)
