@@ -148,17 +148,75 @@ def raw_decode(model, device: str, batch: int, prompt: int, steps: int, vocab: i
     from transformers import DynamicCache
 
     ids = torch.randint(1, vocab, (batch, prompt), device=device)
-
-    def run():
-        cache = DynamicCache()
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        for _ in range(steps):
-            out = model(input_ids=out.logits[:, -1].argmax(-1, keepdim=True), past_key_values=cache, use_cache=True)
-
+    times = []
     with torch.inference_mode():
-        prefill = timed(lambda: model(input_ids=ids, use_cache=True, logits_to_keep=1), device, 3)
-        total = timed(run, device, 2)
-    return batch * steps / (total - prefill)
+        for rep in range(3):  # the first is a warm-up
+            cache = DynamicCache()
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                out = model(input_ids=out.logits[:, -1].argmax(-1, keepdim=True), past_key_values=cache, use_cache=True)
+            sync(device)
+            times.append(time.perf_counter() - t0) if rep else None
+    return batch * steps / statistics.median(times)
+
+
+def step_overhead(model, device: str, vocab: int) -> dict:
+    """Where a batch-1 decode step's time goes: wall (synchronised), CPU time to queue it (unsynchronised),
+    GPU kernel time (profiler), kernel launches; plus the cost of one empty kernel launch."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import DynamicCache
+
+    x = torch.zeros(1, device=device)
+    launch = timed(lambda: [x.add_(1) for _ in range(1000)], device, 3) / 1000
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(input_ids=torch.randint(1, vocab, (1, 32), device=device), past_key_values=cache, use_cache=True)
+        tok = torch.randint(1, vocab, (1, 1), device=device)
+
+        def step():
+            model(input_ids=tok, past_key_values=cache, use_cache=True)
+            cache.crop(-1)  # back to the 32-token prompt (a negative count, as agent.llm crops)
+
+        wall = timed(step, device, 20, warmup=3)
+        queued = []
+        for _ in range(20):
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            queued.append(time.perf_counter() - t0)
+        sync(device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                step()
+            sync(device)
+    kernels_seen = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]  # kernels and copies
+    gpu_us = sum(e.self_device_time_total for e in kernels_seen) / 10
+    kernels = sum(e.count for e in kernels_seen) / 10
+    return {"empty_launch_us": round(launch * 1e6, 2), "step_wall_ms": round(wall * 1e3, 2),
+            "step_cpu_queue_ms": round(statistics.median(queued) * 1e3, 2), "step_gpu_kernel_ms": round(gpu_us / 1e3, 3),
+            "kernels_per_step": kernels, "kernel_bound_tokens_per_s": round(1e6 / gpu_us, 1) if gpu_us else None}
+
+
+def generate_speed(model, device: str, vocab: int, steps: int) -> dict:
+    """Batch-1 greedy ``model.generate`` tokens/s with a DynamicCache and with a StaticCache, which
+    transformers compiles (torch.compile, CUDA graphs) on a GPU; the first static call's time is the compile."""
+    ids = torch.randint(1, vocab, (1, 32), device=device)
+    out: dict = {}
+    for name, kw in (("dynamic", {}), ("static_compiled", {"cache_implementation": "static"})):
+        times, made = [], 0
+        with torch.inference_mode():
+            for _ in range(3):
+                sync(device)
+                t0 = time.perf_counter()
+                gen = model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, **kw)
+                sync(device)
+                times.append(time.perf_counter() - t0)
+                made = gen.shape[1] - ids.shape[1]
+        out[f"{name}_first_call_s"] = round(times[0], 2)
+        out[f"{name}_tokens_per_s"] = round(made / statistics.median(times[1:]), 1)
+    return out
 
 
 def bench_shape(name: str, device: str, args, bandwidth: float | None) -> dict:
@@ -216,7 +274,7 @@ def bench_shape(name: str, device: str, args, bandwidth: float | None) -> dict:
     for n in [0] + args.knowledge:
         kt = knowledge(rng, n, vocab) if n else None
         reset_peak(device)
-        reps = 3 if n >= 1000 else 5
+        reps = 5 if n >= 1000 else 7
         total = timed(lambda: answer(kt), device, reps)
         row = {"latency_ms": round(total * 1e3, 2), "peak_MiB": peak_mib(device)}
         if n:
@@ -230,6 +288,14 @@ def bench_shape(name: str, device: str, args, bandwidth: float | None) -> dict:
         fusion["by_knowledge_tokens"][str(n)] = row
     llm.detach_fusion()
     r["fusion"] = fusion
+    if device == "cuda" or args.diagnose:
+        for key, fn in (("step_overhead", lambda: step_overhead(model, device, vocab)),
+                        ("generate", lambda: generate_speed(model, device, vocab, args.decode_tokens))):
+            try:  # diagnostics: their failure must not lose the numbers above
+                r[key] = fn()
+            except Exception as e:
+                r[key] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            print(f"{name} {key}: {r[key]}", flush=True)
     r["peak_MiB"] = peak_mib(device)
     del llm, model, fm, adapter
     if device == "cuda":
@@ -280,6 +346,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--prefill", type=int, nargs="+", default=[128, 1024, 4096])
     ap.add_argument("--knowledge", type=int, nargs="+", default=[1, 10, 100, 1000, 10000])
+    ap.add_argument("--diagnose", action="store_true", help="step overhead and model.generate also off CUDA")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu_bench.json")
     args = ap.parse_args()
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
