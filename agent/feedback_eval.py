@@ -28,6 +28,7 @@ from pathlib import Path
 
 from agent.errors import AgentError
 from agent.eval import EvalConfig, Runtime, canon_fact, mentions
+from agent.eval_grounded import Grounding, judge, support_texts
 from agent.feedback import BAD, GOOD, FeedbackConfig
 from agent.scenario import GoldTriple, ScenarioError, _list, _obj, _str, _strings, _triple, _Where
 from kb import KBConfig, KnowledgeBase
@@ -69,6 +70,8 @@ class RoundResult:
     answer: str
     right: bool
     seconds: float
+    grounded: bool = False  # right and no unsupported entity, number or date (agent/grounding.py)
+    unsupported: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,16 @@ class DialogueResult:
     old_kept: bool
     error: str | None = None
 
+    recall_grounded: bool = False
+    recall_unsupported: tuple[str, ...] = ()
+
     @property
     def first_right(self) -> bool:
         return bool(self.rounds) and self.rounds[0].right
+
+    @property
+    def first_grounded(self) -> bool:
+        return bool(self.rounds) and self.rounds[0].grounded
 
     @property
     def right_within_limit(self) -> bool:
@@ -115,6 +125,9 @@ class FeedbackEvalReport:
     seconds_per_regeneration: float
     errors: int
     results: tuple[DialogueResult, ...]
+    first_regenerated_grounded: float = 0.0  # right and nothing unsupported (issue 14)
+    recall_grounded: float = 0.0
+    unsupported_claim_rate: float = 0.0  # of all regenerated and recalled answers, those with an unsupported claim
 
 
 # --------------------------------------------------------------------------- loading
@@ -190,7 +203,9 @@ def run_dialogue(d: Dialogue, rt: Runtime) -> DialogueResult:
                     result = agent.feedback(correction=d.fix)
                     while result.reply is not None:
                         ok = right(d, result.reply.text)
-                        rounds.append(RoundResult(result.reply.text, ok, round(result.round.seconds, 3)))
+                        g = _judge(agent, result.reply, d, ok, rt)
+                        rounds.append(RoundResult(result.reply.text, ok, round(result.round.seconds, 3), g.grounded,
+                                                  g.unsupported))
                         if ok:
                             agent.feedback(rating=GOOD)
                             break
@@ -203,6 +218,7 @@ def run_dialogue(d: Dialogue, rt: Runtime) -> DialogueResult:
                 agent.reset_session()
                 try:
                     reply = agent.chat(d.ask)
+                    recall_g = _judge(agent, reply, d, right(d, reply.text), rt)
                 finally:
                     agent.close()
                 recall, recall_ok = reply.text, right(d, reply.text)
@@ -214,7 +230,15 @@ def run_dialogue(d: Dialogue, rt: Runtime) -> DialogueResult:
             detail = "".join(traceback.format_exception_only(type(e), e)).strip()
             return DialogueResult(d.id, before, right(d, before), tuple(rounds), recall, recall_ok, ranked, kept,
                                   detail)
-    return DialogueResult(d.id, before, right(d, before), tuple(rounds), recall, recall_ok, ranked, kept)
+    return DialogueResult(d.id, before, right(d, before), tuple(rounds), recall, recall_ok, ranked, kept,
+                          recall_grounded=recall_g.grounded, recall_unsupported=recall_g.unsupported)
+
+
+def _judge(agent, reply, d: Dialogue, ok: bool, rt: Runtime) -> Grounding:
+    """The grounded verdict of ``reply`` against what was in front of the model (agent/eval_grounded.py)."""
+    from agent.prompt import display_name
+
+    return judge(reply.text, ok, support_texts(reply, d.ask, display_name(agent.profile)), rt.nlp)
 
 
 def _old_kept(kb: KnowledgeBase, d: Dialogue) -> bool:
@@ -254,7 +278,14 @@ def evaluate(path: Path, config: EvalConfig, feedback: FeedbackConfig, progress=
         _rate(sum(r.right_within_limit for r in results), n), _rate(sum(r.recall_right for r in results), n),
         _rate(sum(r.recall_ranked for r in results), n), _rate(sum(r.old_kept for r in results), n),
         round(sum(len(r.rounds) for r in results) / n, 3), round(sum(times) / len(times), 3) if times else 0.0,
-        sum(1 for r in results if r.error), tuple(results))
+        sum(1 for r in results if r.error), tuple(results), _rate(sum(r.first_grounded for r in results), n),
+        _rate(sum(r.recall_grounded for r in results), n), _claim_rate(results))
+
+
+def _claim_rate(results: list[DialogueResult]) -> float:
+    answers = [bool(x.unsupported) for r in results for x in r.rounds] + [bool(r.recall_unsupported)
+                                                                            for r in results if r.recall]
+    return _rate(sum(answers), len(answers))
 
 
 def _rate(num: int, den: int) -> float:
@@ -278,10 +309,13 @@ def format_report(r: FeedbackEvalReport) -> str:
     lines = [title, "",
              row("answer before the correction right", r.before_right),
              row("first regenerated answer right", r.first_regenerated_right),
+             row("first regenerated answer grounded", r.first_regenerated_grounded),
              row(f"right within {fb.max_rounds} round(s)", r.right_within_limit),
              row("corrected fact recalled in a new session (answer)", r.recall_right),
+             row("... grounded", r.recall_grounded),
              row("corrected fact ranked above the old one (new session)", r.recall_ranked),
              row("old fact kept in history", r.old_kept),
+             f"{'answers with an unsupported claim':<52}{r.unsupported_claim_rate * 100:>7.1f}%",
              f"{'mean rounds':<52}{r.mean_rounds:>8.2f}",
              f"{'seconds per regeneration':<52}{r.seconds_per_regeneration:>8.2f}"]
     errors = [(x.id, x.error) for x in r.results if x.error]

@@ -12,8 +12,10 @@ import numpy as np
 
 from agent.errors import BadInputError
 from agent.fusion import KnowledgeTokens
+from agent.grounding import unsupported
 from agent.knowledge import KnowledgeEncoder, qa_messages
 from agent.llm import CausalLM
+from agent.nlp import load_nlp
 from agent.synth import Example, Split, SynthFact, World, is_correct, is_refusal
 
 CONDITIONS = ("bare", "text", "fusion", "fusion+text")
@@ -58,6 +60,8 @@ class CellResult:
     refusal_recall: float  # of the unanswerable questions, the share refused
     seconds_per_answer: float
     samples: list[dict] = field(default_factory=list)  # a few (question, expected, answer) for the report
+    # accuracy that also needs no entity, number or date beyond the question's facts (agent/grounding.py)
+    grounded_accuracy: float = 0.0
 
 
 @dataclass
@@ -101,6 +105,7 @@ class FusionEvaluator:
                                           tokenize=True, add_generation_prompt=False)
         self.start = len(sys_ids["input_ids"] if hasattr(sys_ids, "keys") else sys_ids)
         self._pool: dict[Split, list[SynthFact]] = {}
+        self.nlp = load_nlp()
 
     # ------------------------------------------------------------------ pieces
 
@@ -133,12 +138,13 @@ class FusionEvaluator:
             self.encoder.vectors([f.key_text for e in examples for f in e.facts])
             self.encoder.vectors([f.value for e in examples for f in e.facts])
         t0 = time.perf_counter()
-        right = answerable_right = refused = refused_right = 0
+        right = answerable_right = refused = refused_right = grounded = 0
         samples = []
         for e in examples:
             a = self.answer(e, condition)
             ok = is_correct(a, e)
             right += ok
+            grounded += ok and not unsupported(a, [f.text for f in e.facts] + [e.question], self.nlp)
             answerable_right += ok and e.answerable
             if is_refusal(a):
                 refused += 1
@@ -152,7 +158,7 @@ class FusionEvaluator:
                           answerable_right / answerable if answerable else 0.0,
                           refused_right / refused if refused else 0.0,
                           refused_right / unanswerable if unanswerable else 0.0,
-                          (time.perf_counter() - t0) / n, samples)
+                          (time.perf_counter() - t0) / n, samples, grounded / n)
 
     def scaling(self) -> list[ScalingPoint]:
         """Latency and peak memory of one fused answer as the number of knowledge tokens grows."""
@@ -191,6 +197,7 @@ class FusionEvaluator:
             r = self.cell(condition, split, d)
             cells.append(r)
             self.say(f"  {condition:<12} {split.value:<14} {d:>5} distractors: accuracy {r.accuracy:.1%} "
+                     f"grounded {r.grounded_accuracy:.1%} "
                      f"(answerable {r.answerable_accuracy:.1%}, refusal P {r.refusal_precision:.2f} "
                      f"R {r.refusal_recall:.2f}) {r.seconds_per_answer * 1000:.0f} ms/answer")
 
@@ -212,10 +219,11 @@ class FusionEvaluator:
 def table(report: FusionReport) -> str:
     """The report as a plain-text table."""
     lines = [f"fusion eval — model {report.model}, adapter {report.adapter}, device {report.device}",
-             f"{'condition':<12} {'split':<14} {'distr.':>6} {'n':>4} {'acc':>6} {'ans.acc':>7} {'ref.P':>6} "
+             f"{'condition':<12} {'split':<14} {'distr.':>6} {'n':>4} {'acc':>6} {'ground':>6} {'ans.acc':>7} {'ref.P':>6} "
              f"{'ref.R':>6} {'ms/ans':>7}"]
     for c in report.cells:
         lines.append(f"{c.condition:<12} {c.split:<14} {c.distractors:>6} {c.questions:>4} {c.accuracy:>6.1%} "
+                     f"{c.grounded_accuracy:>6.1%} "
                      f"{c.answerable_accuracy:>7.1%} {c.refusal_precision:>6.2f} {c.refusal_recall:>6.2f} "
                      f"{c.seconds_per_answer * 1000:>7.0f}")
     lines.append("")
