@@ -144,7 +144,7 @@ def search_child(n: int, queries: int, centres_path: str, out_path: str) -> None
 
     from kb import KBConfig, KnowledgeBase, NewFact
     from kb.embeddings import HashEmbedder
-    from kb.search import Scope
+    from kb.log import Scope, vids
 
     centres = np.load(centres_path)
     dim = centres.shape[1]
@@ -172,7 +172,7 @@ def search_child(n: int, queries: int, centres_path: str, out_path: str) -> None
         # exact ground truth over ana's visible vectors (every fact of hers is active here)
         ids, allv = kb._keeper.index.dump()
         rows = dict(kb._log.db.execute("SELECT vid, user FROM facts"))
-        visible = np.array([rows[int(i) >> 1] in ("ana", "") for i in ids])
+        visible = np.array([rows[vids.split(int(i))[1]] in ("ana", "") for i in ids])
         vis_ids, vis_vecs = ids[visible], allv[visible]
         del allv
         faiss.omp_set_num_threads(1)
