@@ -152,3 +152,86 @@ def test_judge_reports_abstention_and_claims(nlp):
     g = judge("Lena was born in Graz, Croatia.", True, ["Lena was born in Graz."], nlp)
     assert g.unsupported == ("Croatia",) and not g.grounded and not g.abstained
     assert judge("You haven't told me where you live.", True, ["Where do I live?"], nlp).abstained
+
+
+# --------------------------------------------------------------------------- the agent (issue 14's acceptance)
+
+
+class WorldLLM:
+    """EchoLLM's protocol; answers a bare question from a tiny world-knowledge table and a question with
+    facts by echoing its first numbered fact plus an invented country (as the 135M model does)."""
+
+    WORLD = {"capital of france": "The capital of France is Paris."}
+
+    def __init__(self) -> None:
+        from agent.fakes import EchoLLM
+
+        self._echo = EchoLLM()
+        self.prompts: list[list] = []
+
+    id = "world-llm"
+
+    @property
+    def last_stats(self):
+        return self._echo.last_stats
+
+    def stream(self, messages, max_new_tokens=None):
+        self.prompts.append(list(messages))
+        last = messages[-1].content
+        fact = next((line[4:].strip() for line in last.splitlines() if line.startswith("[1] ")), "")
+        if fact:
+            yield fact.rstrip(".") + ", Croatia."
+            return
+        yield next((a for k, a in self.WORLD.items() if k in last.lower()), "Ashwood, in Willow Creek.")
+
+    def candidates(self, *args, **kwargs):
+        return self._echo.candidates(*args, **kwargs)
+
+    def complete(self, prompt: str, max_new_tokens: int = 128) -> str:
+        return "[]"
+
+    def reset_cache(self) -> None:
+        self._echo.reset_cache()
+
+
+def test_empty_memory_abstains(agent_factory):
+    agent = agent_factory("dana", WorldLLM())
+    assert agent.chat("Where do I live?").text == "You haven't told me where you live."
+    reply = agent.chat("Where do I work?")
+    assert reply.text == "You haven't told me where you work." and not reply.used_facts
+
+
+def test_after_only_lisbon_other_questions_abstain_and_general_ones_go_bare(agent_factory):
+    llm = WorldLLM()
+    agent = agent_factory("sam", llm)
+    agent.chat("I live in Lisbon.")
+    for question in ("Where do I work?", "What is my dog's name?"):
+        reply = agent.chat(question)
+        assert is_abstention(reply.text) and "Lisbon" not in reply.text, reply.text
+    reply = agent.chat("What is the capital of France?")
+    assert "Paris" in reply.text and not reply.used_facts
+    assert "Lisbon" not in " ".join(m.content for m in llm.prompts[-1])  # no facts cited
+    reply = agent.chat("Where do I live?")  # answered from memory; the invented country is cut
+    assert reply.text == "Sam lives in Lisbon." and reply.used_facts
+
+
+@pytest.mark.integration
+def test_acceptance_on_the_packaged_models(tmp_path, model_cache, nlp):
+    """Issue 14's acceptance checks on SmolLM2-135M + MiniLM (about a minute on a CPU)."""
+    from agent.llm import CausalLM, LLMConfig
+    from agent.loop import Agent
+    from kb import KBConfig, KnowledgeBase, SentenceTransformerEmbedder
+
+    llm = CausalLM(LLMConfig(device="cpu", cache_dir=str(model_cache)))
+    kb = KnowledgeBase.open(tmp_path / "kb", embedder=SentenceTransformerEmbedder(), config=KBConfig(show_progress=False))
+    with Agent(kb, llm, "sam", nlp=nlp, owns_kb=True) as agent:
+        for q in ("Where do I live?", "Where do I work?"):
+            assert is_abstention(agent.chat(q).text)
+        agent.chat("I live in Lisbon.")
+        for q in ("Where do I work?", "What is my dog's name?"):
+            text = agent.chat(q).text
+            assert is_abstention(text) and "Lisbon" not in text, text
+        assert "Paris" in agent.chat("What is the capital of France?").text
+        agent.chat("I adopted a rescue greyhound last week, his name is Biscuit.")
+        text = agent.chat("What is my dog called?").text
+        assert "Biscuit" in text and not unsupported(text, ["Sam has a greyhound named Biscuit.", "Sam"], nlp), text
