@@ -845,3 +845,58 @@ class TestLocking:
             assert reader.search("tea")[0].fact.object == "tea"
         with KnowledgeBase.open(kb.path, embedder=embedder, config=QUIET) as writer:
             writer.add_fact("Alice", "likes", "cake", user="alice")
+
+
+# --------------------------------------------------------------------------- the fact log (storage seam)
+
+
+class TestFactLog:
+    def test_the_fact_log_implements_the_storage_protocol(self, tmp_path):
+        import inspect
+
+        from kb.log import FactLog, Storage
+
+        log = FactLog(tmp_path / "kb.sqlite")
+        try:
+            wanted = [n for n, v in vars(Storage).items() if inspect.isfunction(v) and not n.startswith("_")]
+            assert len(wanted) > 30
+            for name in wanted:
+                got, want = inspect.signature(getattr(FactLog, name)), inspect.signature(getattr(Storage, name))
+                assert list(got.parameters) == list(want.parameters), name
+            for attr in Storage.__annotations__:
+                assert hasattr(log, attr), attr
+        finally:
+            log.close()
+
+    def test_transaction_commits_or_rolls_back_everything(self, tmp_path):
+        from kb.log import FactLog
+
+        log = FactLog(tmp_path / "kb.sqlite")
+        try:
+            with log.transaction():
+                log.add_user("alice", 1.0)
+            with pytest.raises(OSError, match="simulated"):
+                with log.transaction():
+                    log.add_user("bob", 2.0)
+                    log.set_alias("bobby", "bob")
+                    raise OSError("simulated")
+            assert log.users() == ["alice"] and "bobby" not in log.aliases()
+            with log.transaction():  # the connection is usable again
+                log.add_user("carol", 3.0)
+            assert log.users() == ["alice", "carol"]
+        finally:
+            log.close()
+
+    def test_vocabulary_follows_a_rolled_back_alias(self, kb, monkeypatch):
+        kb.add_alias("Big Apple", "New York City")
+        real = kb._log.set_alias
+
+        def fail_after_write(alias, canonical):
+            real(alias, canonical)
+            raise OSError("disk full (simulated)")
+
+        monkeypatch.setattr(kb._log, "set_alias", fail_after_write)
+        with pytest.raises(OSError):
+            kb.add_alias("Gotham", "New York City")
+        monkeypatch.undo()
+        assert kb.resolve("Gotham") == "gotham" and kb.resolve("big apple") == "new york city"
