@@ -1,4 +1,10 @@
-"""kgrow's knowledge base: facts, episodes, hybrid search and a fact graph over one durable log."""
+"""kgrow's knowledge base: facts, episodes, hybrid search and a fact graph over one durable log.
+
+Public: this package (``KnowledgeBase`` and the records below), ``kb.errors``, ``kb.facts``,
+``kb.embeddings`` and ``kb.files``. Every other module is internal (the agent may not import it:
+``lint-imports``, contracts in pyproject.toml); ``KnowledgeBase`` (kb.store) is a facade over
+parts that own their state, and all SQL lives in ``kb.log``.
+"""
 from kb.config import AddResult, KBConfig, NewEpisode, NewFact
 from kb.embeddings import Embedder, EmbedderConfig, HashEmbedder, SentenceTransformerEmbedder
 from kb.errors import (ImportFormatError, IncompatibleKBError, IntegrityError, InvalidInputError, KBError,
