@@ -101,7 +101,7 @@ class Views:
     def history(self, fact_id: str) -> tuple[list[Fact], list[HistoryEvent]]:
         f = self.fact(fact_id)
         versions = self._log.slot_versions(f.user, f.subject, f.relation)
-        if not self._vocab.single_valued(f.relation):
+        if not self._vocab.is_single(f.relation):
             versions = [v for v in versions if v.object == f.object]
         events = [HistoryEvent(t, ev, fid, d) for _, t, fid, ev, d in self._log.history_of([v.id for v in versions])]
         return versions, events

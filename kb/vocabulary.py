@@ -49,9 +49,13 @@ class Vocabulary:
         return tuple(sorted(a for a, c in self._aliases.items() if c == canonical))
 
     def single_valued(self, relation: str) -> bool:
-        """True when a new value of ``relation`` supersedes the old one (``relation`` already normalised or not)."""
+        """True when a new value of ``relation`` (any spelling: 'Lives In') supersedes the old one."""
+        return self.is_single(normalize_relation(relation))
+
+    def is_single(self, relation: str) -> bool:
+        """``single_valued`` for a relation name that is normalised already (the write path's fast case)."""
         self._fresh()
-        return relation in self._single or normalize_relation(relation) in self._single
+        return relation in self._single
 
     # ----------------------------------------------------------------- writing
 

@@ -132,7 +132,7 @@ class FactWriter:
         new_id = p.key if not rows else f"{p.key}-{len(rows)}"
         status, valid_to, by = Status.ACTIVE, None, None
         superseded: list[Fact] = []
-        if self._vocab.single_valued(p.relation):
+        if self._vocab.is_single(p.relation):
             for _rowid, fid, _key, _obj, _blob in slot:
                 old = log.fact(fid)
                 assert old is not None
