@@ -33,6 +33,7 @@ from agent.errors import BadInputError
 from agent.intent import is_question, looks_like_instruction
 from agent.literal import looks_like_date, normalize_date, parse_number
 from agent.modality import Modality, combine, governed_modality, own_modality, sentence_modality
+from agent.preference import style_facts
 from agent.timeparse import When
 from agent.triple import ExtractionContext, Triple, dedupe
 
@@ -84,17 +85,6 @@ _HEDGES = frozenset({"maybe", "probably", "perhaps", "possibly"})
 _AMOUNTS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT"})
 #: relations whose values are dates or numbers
 _DATED = frozenset({"age", "born_on", "birthday", "date_of_birth", "born_in", "height", "weight"})
-_ANSWER_NOUNS = r"(?:answers|replies|responses|explanations)"
-_SHORT = {"short", "shorter", "brief", "briefer", "concise", "succinct", "briefly", "concisely"}
-_STYLE_RES = (
-    re.compile(rf"\b(short|shorter|brief|concise|succinct|detailed|longer|long|thorough|in-depth)\s+{_ANSWER_NOUNS}\b"),
-    re.compile(rf"\b(?:keep|make)\s+(?:your\s+|the\s+)?{_ANSWER_NOUNS}\s+(?:more\s+|very\s+)?"
-               r"(short|brief|concise|detailed|longer|thorough)\b"),
-    re.compile(r"\b(?:answer|reply|respond)\s+(briefly|concisely|in\s+detail)\b"),
-)
-_LANGUAGES = frozenset(["english", "french", "german", "spanish", "italian", "portuguese", "dutch", "swedish", "norwegian", "danish", "finnish", "polish", "czech", "russian", "ukrainian", "greek", "turkish", "arabic", "hebrew", "hindi", "chinese", "mandarin", "japanese", "korean", "vietnamese", "thai", "indonesian"])
-_LANGUAGE_RE = re.compile(r"\b(?:reply|answer|respond|talk|speak|write)\s+(?:to\s+me\s+)?"
-                          r"(?:only\s+)?in\s+([a-z]+)\b")
 
 
 class PatternExtractor:
@@ -156,7 +146,8 @@ class Run:
             return  # a question or sarcasm: nothing in it is stated as fact
         hedged = any(t.lower_ in _HEDGES for t in sent)
         self.level = self.cfg.hedged_confidence if hedged else self.cfg.confidence
-        self._preferences(text)
+        for relation, value in style_facts(text):  # the agent keeps these in the profile instead
+            self.emit(Ref(self.ctx.user, self.cfg.confidence), relation, value, False)
         self._visit(sent.root, None, retract=False)
 
     def _visit(self, head: Token, inherited: list[Ref] | None, retract: bool) -> None:
@@ -271,6 +262,7 @@ class Run:
             return None
         known = self.ctx.references.get(phrase.phrase_key(tok)) or self.ctx.references.get(low)
         if tok.pos_ == "PRON":
+            known = known or self._named_here(low)
             return Ref(known, self.cfg.resolved_confidence) if known else None
         if known and tok.pos_ != "PROPN":
             return Ref(known, self.cfg.resolved_confidence)
@@ -284,6 +276,19 @@ class Run:
             return Ref(known or phrase.noun_text(tok), self.cfg.confidence)
         if tok.pos_ in ("NOUN", "ADJ", "NUM"):
             return Ref(phrase.noun_text(tok), self.cfg.confidence, common=True)
+        return None
+
+    def _named_here(self, pronoun: str) -> str | None:
+        """ "His wife is called Nina and she ...": the last person this utterance named, when the
+        dialogue state had no antecedent for ``pronoun`` (the NER does not always see a name)."""
+        if pronoun not in vocab.PERSON_PRONOUNS:
+            return None
+        want = "f" if pronoun in vocab.FEMALE_WORDS else "m"
+        for t in reversed(self.out):
+            if t.relation in vocab.PERSON_VALUED and t.current:
+                gender = "f" if t.relation in vocab.FEMALE_WORDS else "m" if t.relation in vocab.MALE_WORDS else None
+                if gender in (None, want):
+                    return t.object
         return None
 
     def _possessed(self, tok: Token, owner_tok: Token) -> Ref | None:
@@ -321,19 +326,6 @@ class Run:
         if head.lemma_.lower() == "call" and any(c.dep_ == "dobj" and c.lower_ == "me" for c in head.children):
             for name_tok in phrase.children(head, "oprd"):
                 self.emit(Ref(self.ctx.user, self.cfg.confidence), "name", phrase.value_text(name_tok), False)
-
-    def _preferences(self, text: str) -> None:
-        """How the user wants to be answered: "keep answers short", "reply in French"."""
-        low = text.lower()
-        me = Ref(self.ctx.user, self.cfg.confidence)
-        for pattern in _STYLE_RES:
-            m = pattern.search(low)
-            if m:
-                self.emit(me, "answer_style", "short" if m.group(1) in _SHORT else "detailed", False)
-                break
-        m = _LANGUAGE_RE.search(low)
-        if m and m.group(1) in _LANGUAGES:
-            self.emit(me, "preferred_language", m.group(1).capitalize(), False)
 
     # ------------------------------------------------------------------ output
 

@@ -15,7 +15,7 @@ from agent.errors import BadInputError
 from agent.intent import looks_like_instruction
 from agent.profile import AnswerLength, Language, Profile, ProfileKey, Tone, clean_call_me
 
-__all__ = ["Change", "PreferenceMatch", "acknowledge", "apply", "find_preferences"]
+__all__ = ["Change", "PreferenceMatch", "acknowledge", "apply", "find_preferences", "style_facts"]
 
 
 @dataclass(frozen=True)
@@ -220,3 +220,34 @@ def acknowledge(before: Profile, after: Profile) -> str:
     if not parts:
         return "Noted; that is already how I answer you."
     return "Got it. " + " ".join(parts)
+
+
+# the pattern extractor's reading of answer-style requests (kept from agent.patterns)
+_STYLE_NOUNS = r"(?:answers|replies|responses|explanations)"
+_SHORT_WORDS = {"short", "shorter", "brief", "briefer", "concise", "succinct", "briefly", "concisely"}
+_STYLE_RES = (
+    re.compile(rf"\b(short|shorter|brief|concise|succinct|detailed|longer|long|thorough|in-depth)\s+{_STYLE_NOUNS}\b"),
+    re.compile(rf"\b(?:keep|make)\s+(?:your\s+|the\s+)?{_STYLE_NOUNS}\s+(?:more\s+|very\s+)?"
+               r"(short|brief|concise|detailed|longer|thorough)\b"),
+    re.compile(r"\b(?:answer|reply|respond)\s+(briefly|concisely|in\s+detail)\b"),
+)
+_LANGUAGE_NAMES = frozenset(["english", "french", "german", "spanish", "italian", "portuguese", "dutch", "swedish", "norwegian", "danish", "finnish", "polish", "czech", "russian", "ukrainian", "greek", "turkish", "arabic", "hebrew", "hindi", "chinese", "mandarin", "japanese", "korean", "vietnamese", "thai", "indonesian"])
+_LANGUAGE_ASK = re.compile(r"\b(?:reply|answer|respond|talk|speak|write)\s+(?:to\s+me\s+)?"
+                          r"(?:only\s+)?in\s+([a-z]+)\b")
+
+
+def style_facts(text: str) -> list[tuple[str, str]]:
+    """(relation, value) pairs for how the user wants to be answered ("keep answers short" ->
+    ("answer_style", "short"), "reply in French" -> ("preferred_language", "French")): the pattern
+    extractor's view of the same requests, which the agent keeps in the profile, never as facts."""
+    low = text.lower()
+    out = []
+    for pattern in _STYLE_RES:
+        m = pattern.search(low)
+        if m:
+            out.append(("answer_style", "short" if m.group(1) in _SHORT_WORDS else "detailed"))
+            break
+    m = _LANGUAGE_ASK.search(low)
+    if m and m.group(1) in _LANGUAGE_NAMES:
+        out.append(("preferred_language", m.group(1).capitalize()))
+    return out
