@@ -16,7 +16,9 @@ does not depend on the weights' values; the answers are noise. Measured per shap
   tokens/s <= bandwidth / weight bytes (batch b: b times that); ratio = measured / roofline;
 - fused answers (8 new tokens, prompt of 48, knowledge read from token 32 on) with 0..10,000 random
   unit knowledge vectors of the embedder's size (384), through CausalLM.attach_fusion + stream_ids:
-  latency, the part spent preparing the tokens (value MLP, copy-path token ids), and peak GPU memory.
+  latency, the part spent preparing the tokens (value MLP, copy-path token ids), and peak GPU memory;
+- on CUDA (or with --diagnose): one decode step's wall, CPU-queue and GPU-kernel time (profiler), and
+  ``model.generate`` with a dynamic cache and with a static cache (which transformers compiles).
 Imports only torch, transformers (and its tokenizers), safetensors, numpy and agent.llm / agent.fusion,
 which import nothing else (no faiss, spaCy or sentence-transformers).
 """
