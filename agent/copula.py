@@ -66,6 +66,28 @@ def relational(run: Run, head: Token, subj: Token, retract: bool) -> bool:
     return False
 
 
+def contracted(run: Run, root: Token) -> bool:
+    """A sentence whose "'s" the parser took for a possessive: "My home's in Hamburg" (root "home",
+    case "'s", a preposition) and "my name's Priya" / "Name's Tom" (root "Priya" owned by "name's").
+    Returns True when it was read as the copula it is."""
+    if not any(c.dep_ == "case" and c.lower_ in ("'s", "’s") for c in root.children) and not any(
+            c.dep_ == "poss" and any(g.dep_ == "case" for g in c.children) for c in root.children):
+        return False
+    if root.pos_ == "NOUN" and phrase.children(root, "prep"):
+        return _located(run, root, root, False, False)
+    for noun in phrase.children(root, "poss"):
+        if noun.pos_ not in ("NOUN", "PROPN") or not any(g.dep_ == "case" for g in noun.children):
+            continue
+        owner_tok = phrase.possessor(noun)
+        owner = run.np(owner_tok) if owner_tok is not None else run.np_self()
+        rel = vocab.relation_name(noun.lower_ if noun.pos_ == "PROPN" else phrase.relation_words(noun))
+        if owner is None or owner.common or rel is None or rel in vocab.PERSON_RELATIONS:
+            continue
+        run.values(owner, rel, root, False, False, whole=True)
+        return True
+    return False
+
+
 def _located(run: Run, head: Token, subj: Token, neg: bool, retract: bool) -> bool:
     """ "My home is in Hamburg", "my birthday's on 12 August": a possessed noun and a place or date."""
     noun = subj.lemma_.lower()
@@ -87,6 +109,9 @@ def predicate(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None
     """ "X is a nurse / 34 / vegan / married to Y / from Z / Sam"."""
     for comp in phrase.children(head, "attr", "acomp"):
         lemma = comp.lemma_.lower()
+        for old in [a for a in phrase.children(comp, "amod") if a.lower_ == "old"] if comp.pos_ == "NOUN" else []:
+            for years in phrase.children(old, "npadvmod"):  # "a 32-year-old architect": the age, then the job
+                _age(run, phrase.subtree_text(years), ref, neg, retract)
         ent = phrase.entity_span(comp)
         if ent is not None and ent.label_ == "NORP" and comp.dep_ == "acomp":  # "I'm Canadian"
             run.emit(ref, "nationality", ent.text, vocab.polarity("nationality", neg, retract)[1])
@@ -109,7 +134,8 @@ def predicate(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None
         pobjs = phrase.children(prep, "pobj")
         rel = relations.COPULA_PREPS.get(prep.lower_)  # "from Kenya", "into K-pop", "with Accenture"
         for pobj in pobjs if rel is not None else []:
-            if prep.lower_ not in relations.COPULA_NEEDS_NAME or pobj.pos_ == "PROPN":
+            if prep.lower_ not in relations.COPULA_NEEDS_NAME or pobj.pos_ == "PROPN" \
+                    or pobj.lemma_.lower() in relations.WORKPLACES:  # "I'm at a law firm"
                 run.values(ref, rel, pobj, neg, retract)
 
 
@@ -130,7 +156,7 @@ def _adjective(run: Run, comp: Token, ref: Ref, neg: bool, retract: bool) -> Non
 
 
 def _age(run: Run, text: str, ref: Ref, neg: bool, retract: bool) -> None:
-    words = re.sub(r"\b(?:years?|yrs?|old)\b", " ", text.lower())
+    words = re.sub(r"\b(?:years?|yrs?|old)\b", " ", text.lower()).strip(" -")  # "32-year(-old)"
     n = parse_number(words)
     if n is not None and 0 < n < 130:
         run.emit(ref, "age", str(n), vocab.polarity("age", neg, retract)[1])

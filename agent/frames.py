@@ -97,6 +97,9 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
             for pobj in phrase.children(child, "pobj"):
                 if (lemma, prep) in relations.NEEDS_NAME and pobj.pos_ != "PROPN":
                     continue
+                if (lemma, prep) in relations.NEEDS_SCHOOL and not any(
+                        t.lower_ in relations.SCHOOL_WORDS for t in pobj.subtree):
+                    continue
                 if lemma == "move" and prep == "from":  # "moved from Paris to Berlin"
                     run.values(ref, "lives_in", pobj, False, True)
                 elif prep in frames and frames[prep] == "occupation":  # "work as a nurse at X"

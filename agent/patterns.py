@@ -148,6 +148,8 @@ class Run:
         self.level = self.cfg.hedged_confidence if hedged else self.cfg.confidence
         for relation, value in style_facts(text):  # the agent keeps these in the profile instead
             self.emit(Ref(self.ctx.user, self.cfg.confidence), relation, value, False)
+        if sent.root.pos_ in ("NOUN", "PROPN") and copula.contracted(self, sent.root):
+            return  # "My home's in Hamburg", "my name's Priya": a copula the parser read as a possessive
         self._visit(sent.root, None, retract=False)
 
     def _visit(self, head: Token, inherited: list[Ref] | None, retract: bool) -> None:
@@ -167,6 +169,9 @@ class Run:
         for child in head.children:
             if child.dep_ == "conj" and child.pos_ in ("VERB", "AUX"):
                 self._visit(child, subjects, retract)
+            elif child.dep_ == "advcl" and child.tag_ == "VBG" and subjects and not phrase.children(
+                    child, "mark", "nsubj", "nsubjpass"):
+                self._visit(child, subjects, retract)  # "I'm in Bristol, studying physics": same subject
             elif child in reported and child.i > head.i:
                 self._visit(child, None, retract)
 
@@ -242,8 +247,8 @@ class Run:
             elif lemma in ("use", "stop", "quit") and phrase.children(head, "xcomp"):
                 for x in phrase.children(head, "xcomp"):  # "used to live", "stopped working"
                     self._clause(x, [ref], retract=True)
-            elif lemma == "stand" and neg:  # "I can't stand X"
-                for obj in phrase.children(head, "dobj"):
+            elif lemma == "stand" and neg:  # "I can't stand X" (X is sometimes parsed as an adverb)
+                for obj in [c for c in head.children if c.dep_ in ("dobj", "advmod", "npadvmod") and c.i > head.i]:
                     self.values(ref, "dislikes", obj, False, retract)
             elif relations.frame_verb(lemma) is not None:
                 frames.verb(self, head, ref, neg, retract)
@@ -277,6 +282,10 @@ class Run:
         if tok.pos_ in ("NOUN", "ADJ", "NUM"):
             return Ref(phrase.noun_text(tok), self.cfg.confidence, common=True)
         return None
+
+    def np_self(self) -> Ref:
+        """The speaking user, as a subject ("Name's Tom" is about the speaker)."""
+        return Ref(self.ctx.user, self.cfg.confidence)
 
     def _named_here(self, pronoun: str) -> str | None:
         """ "His wife is called Nina and she ...": the last person this utterance named, when the

@@ -19,11 +19,11 @@ FRAMES: tuple[tuple[str, str, str], ...] = (
     ("work", "at", "works_at"), ("work", "for", "works_at"), ("work", "in", "works_in"),
     ("work", "as", "occupation"), ("employ", "agent", "works_at"), ("employ", "by", "works_at"),
     ("employ", "at", "works_at"), ("start", "at", "works_at"), ("join", "dobj", "works_at"),
-    ("hire", "agent", "works_at"), ("hire", "by", "works_at"),
+    ("hire", "agent", "works_at"), ("hire", "by", "works_at"), ("go", "to", "studies_at"),
     ("study", "at", "studies_at"), ("study", "dobj", "studies"), ("attend", "dobj", "studies_at"),
     ("enrol", "at", "studies_at"), ("enroll", "at", "studies_at"),
     ("like", "dobj", "likes"), ("like", "xcomp", "likes"), ("love", "dobj", "likes"), ("love", "xcomp", "likes"),
-    ("enjoy", "dobj", "likes"), ("enjoy", "xcomp", "likes"), ("adore", "dobj", "likes"),
+    ("obsess", "with", "likes"), ("enjoy", "dobj", "likes"), ("enjoy", "xcomp", "likes"), ("adore", "dobj", "likes"),
     ("adore", "xcomp", "likes"), ("prefer", "dobj", "prefers"), ("prefer", "xcomp", "prefers"),
     ("hate", "dobj", "dislikes"), ("hate", "xcomp", "dislikes"), ("dislike", "dobj", "dislikes"),
     ("dislike", "xcomp", "dislikes"), ("detest", "dobj", "dislikes"), ("detest", "xcomp", "dislikes"),
@@ -36,11 +36,19 @@ FRAMES: tuple[tuple[str, str, str], ...] = (
     ("bear", "on", "born_on"), ("bear", "in", "born_in"),
 )
 #: predicates whose value must be a name (a proper noun): "joined Shopify", not "joined a gym"
-NEEDS_NAME = frozenset({("join", "dobj"), ("start", "at")})
+NEEDS_NAME = frozenset({("join", "dobj"), ("start", "at"), ("go", "to")})
+#: predicates whose named value must also name a school ("goes to Greenfield Primary", not "to Paris")
+NEEDS_SCHOOL = frozenset({("go", "to")})
 #: copular "be" + preposition -> relation ("I'm from Kenya", "I'm into K-pop", "I'm with Accenture")
 COPULA_PREPS: dict[str, str] = {"from": "comes_from", "into": "likes", "with": "works_at", "at": "works_at"}
 #: of those, the ones that need a name as their value ("I'm with my kids" is no employer)
 COPULA_NEEDS_NAME = frozenset({"with", "at"})
+#: nouns that name a workplace without naming the employer: "I'm at a law firm" -> works_at
+WORKPLACES = frozenset({"firm", "company", "startup", "bank", "hospital", "agency", "consultancy", "factory",
+                        "bakery", "restaurant", "charity", "council", "ministry", "publisher", "studio", "clinic"})
+#: words that make a named place a school: "goes to Greenfield Primary" -> studies_at
+SCHOOL_WORDS = frozenset({"school", "primary", "high", "academy", "college", "university", "uni", "kindergarten",
+                          "nursery", "polytechnic", "institute", "gymnasium", "lycee", "elementary"})
 #: nouns that name a job: "a job at Netflix", "quit my job at Amazon" -> works_at
 JOB_NOUNS = frozenset({"job", "position", "role", "post", "internship", "placement", "gig"})
 #: nouns that name a course of study: "doing a PhD at Oxford" -> studies_at

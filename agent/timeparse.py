@@ -10,7 +10,7 @@ Durations ("for ten years", "34 years old") are not points in time and are skipp
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -59,7 +59,15 @@ def _parser(prefer: str, base: datetime):
 
 def resolve(phrase: str, now: float, prefer: str = "past") -> When | None:
     """The time ``phrase`` names, read at unix time ``now``; None for vague phrases or non-times."""
-    text = " ".join(phrase.lower().split()).strip(" ,.")
+    # to the minute: parsers and answers are cached per base time, and no phrase people use is finer
+    found = _resolve(" ".join(phrase.lower().split()).strip(" ,."), now // 60 * 60, prefer)
+    return found if found is None or found.phrase == phrase else replace(found, phrase=phrase)
+
+
+@functools.lru_cache(maxsize=2048)
+def _resolve(text: str, now: float, prefer: str) -> When | None:
+    """``resolve`` on a normalised phrase, cached (dateparser takes ~5 ms a phrase; people repeat them)."""
+    phrase = text
     if not text or text in _VAGUE:
         return None
     since = text.startswith("since ")
