@@ -278,20 +278,23 @@ class Agent:
 
     # ------------------------------------------------------------------ the turn
 
-    def chat(self, text: str) -> Reply:
-        """One turn: returns the reply with the state, the facts used, learned and superseded."""
-        for _ in self.stream(text):
+    def chat(self, text: str, now: object = None) -> Reply:
+        """One turn: returns the reply with the state, the facts used, learned and superseded.
+        ``now`` (default: the clock) is when the message is said; recall sees nothing said later."""
+        for _ in self.stream(text, now=now):
             pass
         assert self.last_reply is not None
         return self.last_reply
 
-    def stream(self, text: str) -> Iterator[str]:
+    def stream(self, text: str, now: object = None) -> Iterator[str]:
         """One turn, yielding the reply as it is generated; ``last_reply`` holds the full Reply after."""
+        from agent.ingest import parse_time
+
         try:
             message = clean_text(text, "message")
         except KBError as e:
             raise BadInputError(str(e)) from None
-        return take_turn(self, message)
+        return take_turn(self, message, parse_time(now, "now") if now is not None else None)
 
     def recall(self, text: str, k: int | None = None, now: object = None) -> list[Memory]:
         """The memories (facts and episodes) the agent would put in front of its model for ``text``,

@@ -61,6 +61,8 @@ class RecallConfig:
     expand_top: int = 3
     # a neighbour's score as a share of the hit it came from
     neighbour_weight: float = 0.5
+    # score factor of a fact reached only by the entity walk, not by search (see Recaller.recall)
+    walk_factor: float = 0.2
     # score factor of an episode all of whose facts were superseded or retracted
     superseded_factor: float = 0.1
     # episodes put in the prompt next to the facts (a 135M model reads few well)
@@ -77,7 +79,7 @@ class RecallConfig:
             raise BadInputError(f"recall k={self.k} and candidates={self.candidates} must be >= 1")
         if self.snippet_chars < 40:
             raise BadInputError(f"recall snippet_chars={self.snippet_chars} must be >= 40")
-        for name in ("session_weight", "neighbour_weight", "superseded_factor"):
+        for name in ("session_weight", "neighbour_weight", "superseded_factor", "walk_factor"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise BadInputError(f"recall {name}={v!r} must be a number in [0, 1]")
@@ -124,8 +126,13 @@ class Recaller:
                 offer(fact_memory(h.fact, h.score, "search"))
             elif h.episode is not None:
                 offer(episode_memory(h.episode, h.score, "search"))
+        searched = {h.fact.id: h.score for h in hits if h.fact is not None}
         for f, score, why in facts:
-            offer(fact_memory(f, score, why))
+            # the retriever's score adds the walk around the question's entities ("my" reaches every
+            # fact about the user) and relation cues: context for ranking facts among themselves, so it
+            # counts at walk_factor next to the joint search and cannot bury the turn that answers
+            m = fact_memory(f, searched.get(f.id, 0.0) + cfg.walk_factor * score, why)
+            found[m.id] = m
         if now is not None:
             found = {i: m for i, m in found.items() if m.time <= now}
         found = self._demote_superseded(found, now)

@@ -42,13 +42,14 @@ if TYPE_CHECKING:
 # ``_turn_vector``); take_turn holds its lock, and the others run under it (from take_turn or Agent.feedback).
 
 
-def take_turn(agent: Agent, text: str) -> Iterator[str]:
-    """Answer ``text`` (already cleaned), yielding the reply as it is generated; sets ``agent.last_reply``."""
+def take_turn(agent: Agent, text: str, now: float | None = None) -> Iterator[str]:
+    """Answer ``text`` (already cleaned, said at ``now``: default the clock), yielding the reply as it
+    is generated; sets ``agent.last_reply``."""
     from agent.loop import Reply, Timings  # agent.loop imports this module
 
     with agent._lock:
         t0 = time.perf_counter()
-        turn = agent.tracker.update(agent.state, agent.user, text, time.time())
+        turn = agent.tracker.update(agent.state, agent.user, text, time.time() if now is None else now)
         ctx = agent.tracker.context_for(agent.state, turn)
         t1 = time.perf_counter()
         prefs, prefs_ack = _preferences(agent, text, turn)
@@ -75,7 +76,7 @@ def take_turn(agent: Agent, text: str) -> Iterator[str]:
                 yield reply
             else:
                 r0 = time.perf_counter()  # retrieval only when the model will answer
-                memories = recall_for(agent, text, turn, agent.config.recall.k) if _wants_facts(turn) else []
+                memories = recall_for(agent, text, turn, agent.config.recall.k, now) if _wants_facts(turn) else []
                 used, snippets = for_prompt(agent, text, memories)
                 # the answer policy (agent/support.py): general knowledge -> bare model, unsupported -> abstain
                 plan = support.plan(*support.records(agent, text, turn, memories), agent.tracker.nlp,
@@ -149,10 +150,15 @@ def answer_candidates(agent: Agent, messages: list[Message], signal: FeedbackSig
     feedback = [(asked, signal.vector, "")] if asked else []
     tokens = agent.fuser.tokens([u.fact for u in used], asked or "", feedback)
 
+    grounding = support.answer_plan([u.fact.text for u in used], asked or "", display_name(agent.profile))
+
     def sample(n: int, seed: int) -> list[Candidate]:
-        return generate_candidates(agent.llm, messages, n=n, temperature=cfg.temperature, top_p=cfg.top_p,
-                                   max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
-                                   max_sentences=limits.max_sentences, seed=seed)
+        found = generate_candidates(agent.llm, messages, n=n, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
+                                    max_sentences=limits.max_sentences, seed=seed)
+        # each candidate cut at its first unsupported claim (agent/support.py), before the re-ranker sees it
+        return [replace(c, text=support.ground(c.text, grounding, agent.tracker.nlp, _support_config(agent)))
+                for c in found]
 
     seed = cfg.seed + signal.round
     if tokens is None:
@@ -210,25 +216,27 @@ def prompt_for(agent: Agent, text: str, turn: Turn, used: list[UsedFact], histor
 
 
 def recall_for(agent: Agent, text: str, turn: Turn, k: int, now: float | None = None) -> list[Memory]:
-    """Agent.recall's ranking for ``text`` as ``turn`` resolved it: the fact retriever's facts (entity
-    walk, relation cues) and hybrid search over facts and episodes, ranked together."""
-    retriever = agent.retriever
-    query = retriever.query_text(text, turn)
-    qv = _vector(agent, text) if query == text else None
-    facts = retriever.retrieve(text, turn, agent.state, agent.user, _vector(agent, text))
-    return agent.recaller.recall(query, user=agent.user, k=k, now=now, query_vector=qv,
+    """Agent.recall's ranking for ``text`` as ``turn`` resolved it: the fact retriever's facts (found
+    on the resolved query, "my sister" -> Mary, plus the entity walk and relation cues) and hybrid
+    search over facts and episodes on the words as said: episodes are stored verbatim ("I adopted
+    ..."), and spelling "I" out as the user would pull every fact about them in by graph expansion."""
+    vector = _vector(agent, text)  # one embedding per turn: the retriever and the joint search share it
+    facts = agent.retriever.retrieve(text, turn, agent.state, agent.user, vector)
+    return agent.recaller.recall(text, user=agent.user, k=k, now=now, query_vector=vector,
                                  facts=[(u.fact, u.score, u.why) for u in facts])
 
 
 def for_prompt(agent: Agent, text: str, memories: Sequence[Memory]) -> tuple[list[UsedFact], list[str]]:
-    """The recalled facts that fit the prompt (numbered) and dated snippets of the best episodes that
-    no cited fact already carries."""
+    """The recalled facts that fit the prompt (numbered) and dated snippets of the best episodes (the
+    turn a fact came from too: an extracted fact can lose what the question asks, 'his name is Biscuit')."""
     facts = [m for m in memories if m.fact is not None][: agent.config.retrieval.k]
     facts = facts[: len(fit_facts([m.fact for m in facts], agent.config.prompt.fact_token_budget))]
     used = [UsedFact(i, m.fact, m.score, m.why) for i, m in enumerate(facts, start=1)]
-    carried = {s.episode_id for m in facts for s in m.fact.sources}
     cfg = agent.config.recall
-    eps = [m for m in memories if m.episode is not None and m.id not in carried and m.text != text]
+    # the assistant's own turns are no evidence about the user's world: shown only when the question
+    # asks what the assistant said ("what did you recommend?")
+    mine = bool(_ASKS_ASSISTANT.search(text))
+    eps = [m for m in memories if m.episode is not None and m.text != text and (mine or m.role != "assistant")]
     return used, [dated(m, agent.user, text, cfg.snippet_chars) for m in eps[: cfg.prompt_episodes]]
 
 
@@ -374,6 +382,7 @@ def _acknowledge(learned: list[Fact], superseded: list[Fact], retracted: list[Fa
     return " ".join(parts)
 
 
+_ASKS_ASSISTANT = re.compile(r"(?i)\b(?:you|your|yours|yourself)\b")
 _ASKS_IDENTITY = re.compile(r"(?i)\b(?:who|whom|name|called)\b")
 _FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")

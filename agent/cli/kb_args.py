@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from agent.cli import profile_cmd
+from agent.cli import import_chat_cmd, profile_cmd
 from agent.cli.errors import UsageError
 
 KINDS = ("fact", "episode")
@@ -209,6 +209,10 @@ def build(groups: argparse._SubParsersAction, commands: dict[str, Callable], dis
 
     c = cmd("import", "add facts and episodes from a JSONL export")
     c.add_argument("file", metavar="FILE", type=Path)
+
+    c = cmd("import-chat", "import a chat history (kgrow JSONL, ChatGPT export, 'Name: text' transcript) "
+                           "into a user's memory")
+    import_chat_cmd.add_args(c)
 
     c = cmd("verify", "check the log, the vector index and the manifest against each other (exit 6 on problems)")
     c.add_argument("--repair", action="store_true", help="rebuild the index if problems are found, then re-check")

@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Iterator
 
-from agent.cli import kb_args, profile_cmd
+from agent.cli import import_chat_cmd, kb_args, profile_cmd
 from agent.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PROBLEMS, UsageError
 from agent.cli.output import Output, jsonable, short_iso
 from agent.paths import default_kb_dir
@@ -27,7 +27,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     kb_args.build(groups, {
         "stats": cmd_stats, "facts": cmd_facts, "search": cmd_search, "show": cmd_show,
         "history": cmd_history, "add": cmd_add, "forget": cmd_forget, "export": cmd_export,
-        "import": cmd_import, "verify": cmd_verify, "rebuild": cmd_rebuild, "profile": profile_cmd.cmd_profile,
+        "import": cmd_import, "import-chat": import_chat_cmd.cmd_import_chat, "verify": cmd_verify, "rebuild": cmd_rebuild, "profile": profile_cmd.cmd_profile,
     }, _dispatch)
 
 
