@@ -26,6 +26,7 @@ _PAST = {"go": "went", "grow": "grew", "have": "had", "do": "did", "meet": "met"
          "take": "took", "see": "saw", "make": "made", "come": "came", "leave": "left", "begin": "began",
          "teach": "taught", "write": "wrote", "drive": "drove", "win": "won", "find": "found", "lose": "lost",
          "speak": "spoke", "give": "gave", "run": "ran", "eat": "ate", "read": "read", "think": "thought"}
+_LEAD = re.compile(r"(?i)^(?:(?:thanks|thank you|ok|okay|so|well|oh|hey|hi|and|but|also|please)\b[,!.]?\s*)+")
 _CONTRACTIONS = re.compile(r"(?i)\b(what|where|when|who|how)'s\b")
 
 
@@ -40,7 +41,7 @@ def abstention(question: str, language: str | None = None) -> str:
 def _clause(question: str) -> str | None:
     """The question as an embedded clause in the second person: "Where does my sister live?" ->
     "where your sister lives"; None when its form is not one of the common ones."""
-    words = _CONTRACTIONS.sub(r"\1 is", question.strip()).rstrip("?!. ").split()
+    words = _CONTRACTIONS.sub(r"\1 is", _LEAD.sub("", question.strip())).rstrip("?!. ").split()
     if not words:
         return None
     low = [w.lower() for w in words]

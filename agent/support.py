@@ -87,7 +87,7 @@ class Plan:
 _SYNONYMS: dict[str, frozenset[str]] = {
     "lives": frozenset({"live", "home", "reside", "city", "town", "country", "move", "stay"}),
     "works": frozenset({"work", "job", "employer", "company", "office", "employ"}),
-    "occupation": frozenset({"job", "work", "living", "profession", "occupation", "do"}),
+    "occupation": frozenset({"job", "living", "profession", "occupation", "do"}),
     "born": frozenset({"born", "birth", "birthday", "birthplace", "city", "town", "country", "place"}),
     "studies": frozenset({"study", "university", "school", "college", "student", "go"}),
     "speaks": frozenset({"speak", "language"}),
@@ -115,7 +115,8 @@ _SYNONYMS: dict[str, frozenset[str]] = {
 #: question words that carry no topic of their own
 _GENERIC = frozenset({"do", "be", "have", "get", "tell", "know", "remember", "say", "thing", "anything",
                       "something", "now", "currently", "again", "exactly", "really", "actually", "any", "kind",
-                      "type", "sort"})
+                      "type", "sort", "thanks", "thank", "ok", "okay", "please", "hey", "hi", "hello", "well",
+                      "oh", "so", "also", "then", "again", "just", "maybe"})
 #: a memory naming one of these covers the general word ("a rescue greyhound" covers "dog")
 _HYPERNYMS: dict[str, frozenset[str]] = {
     "dog": frozenset({"puppy", "pup", "greyhound", "labrador", "poodle", "terrier", "retriever", "spaniel", "beagle",
@@ -166,7 +167,8 @@ def plan(question: Question, memories: Sequence[Evidence], nlp, config: SupportC
         ok = not uncovered
     else:
         ok = bool(words) and len(uncovered) < len(words) or (not words and bool(memories))
-    answering = [m for m, c in zip(memories, covers) if words & c or not words]
+    topical = required | optional
+    answering = [m for m, c in zip(memories, covers) if topical & c or not topical]
     if ok and wh is not None:
         answering = [m for m in answering if _answers(m, wh)]
         ok = bool(answering)
@@ -197,6 +199,13 @@ def ground(answer: str, p: Plan, nlp, config: SupportConfig | None = None,
     return p.fallback or cut or answer
 
 
+def answer_plan(memories: Sequence[str], asked: str, name: str) -> Plan:
+    """An ANSWER plan for candidates of an answer (feedback regenerations): their claims may come from
+    ``memories``, the question as ``asked`` and the user's ``name``. No fallback: a candidate with nothing
+    to keep before its first unsupported claim stays as it is, for the re-ranker to judge."""
+    return Plan(Topic.USER, Action.ANSWER, support=tuple(memories) + (asked, name))
+
+
 _BOUNDARY = re.compile(r"[.!?](?=\s)|[,;:(]|\s-\s|\s(?:and|but|which|who|that|where|because|so|or|based)\s")
 
 
@@ -224,11 +233,12 @@ def _topic_words(doc, name: str) -> tuple[frozenset[str], frozenset[str], str | 
         if low == "how" and t.i <= 1 and t.i + 1 < len(doc):
             wh = _HOW_TYPE.get(doc[t.i + 1].lower_, wh)
         lemma = t.lemma_.casefold()
-        if t.is_stop and lemma not in ("name", "call", "live", "work", "move", "do") or t.is_punct:
+        if t.pos_ == "INTJ" or t.is_stop and lemma not in ("name", "call", "live", "work", "move", "do") or t.is_punct:
             continue
         if lemma in _GENERIC or low in names or t.pos_ in ("PRON", "AUX", "DET", "ADP", "PART", "CCONJ"):
             continue
-        if t.pos_ in ("NOUN", "VERB", "PROPN"):
+        answer_type = any(c.dep_ == "det" and c.lower_ in ("what", "which") for c in t.children)
+        if t.pos_ in ("NOUN", "VERB", "PROPN") and not answer_type:  # "what food": food is the answer's type
             required.add(lemma)
         elif t.pos_ in ("ADJ", "ADV", "NUM"):
             optional.add(lemma)
@@ -286,12 +296,15 @@ def records(agent, text: str, turn, memories) -> tuple[Question, list[Evidence]]
 
     profile = agent.profile
     me = agent.kb.resolve(agent.user)
-    first = any(m.label == "SELF" or m.entity == me for m in turn.mentions) or any(
-        agent.kb.resolve(e) == me for s, e in turn.references.items() if s.lower() in ("i", "me", "my", "myself"))
+    first = bool(_FIRST_PERSON.search(text))  # "tell me a joke" is not about the user
+    said = " ".join(m.text for m in memories if m.role != "assistant").casefold()
     world = []
     for m in turn.mentions:
         ent = agent.kb.resolve(m.entity)
         if ent == me or ent in world:
+            continue
+        if m.label == "PERSON" and re.search(rf"(?<!\w){re.escape(m.text.casefold())}(?!\w)", said):
+            world.append(ent)  # a person the user told about ("my friend Chloe lives in York")
             continue
         try:
             facts = agent.kb.about(ent, user=agent.user, limit=8)

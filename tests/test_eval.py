@@ -128,6 +128,47 @@ def test_answer_matching_and_canonical_triples(tmp_path, kb):
     assert canon(kb, "zoe", "favourite_colour", "NYC")[1:] == ("favorite_colour", "new york city")
 
 
+def test_abstain_label_grades_abstentions_both_ways():
+    from agent.eval import answer_ok
+    from agent.scenario import ScriptTurn
+
+    must = ScriptTurn(TurnKind.ASK, "Where do I work?", reject=("Lisbon",), abstain=True)
+    assert answer_ok(must, "You haven't told me where you work.")
+    assert not answer_ok(must, "Dana works as a freelance graphic designer.")  # invents: no abstention
+    assert not answer_ok(must, "Lisbon")
+    never = ScriptTurn(TurnKind.ASK, "What is the capital of France?", expect_answer=("Paris",), abstain=False)
+    assert answer_ok(never, "The capital of France is Paris.") and not answer_ok(never, "I don't know.")
+
+
+def test_new_sets_have_labels_and_a_test_half():
+    from agent.scenario import Split
+
+    scenarios = load_scenarios(SCENARIOS)
+    for cat, least in ((Category.UNANSWERABLE, 60), (Category.GENERAL_KNOWLEDGE, 20)):
+        qs = [(s.split, q) for s in scenarios if s.category is cat for q in s.questions]
+        assert len(qs) >= least
+        assert sum(split is Split.TEST for split, _ in qs) * 2 == len(qs)
+        assert all(q.abstain is (cat is Category.UNANSWERABLE) for _, q in qs)
+        assert all(q.expect_answer for _, q in qs if cat is Category.GENERAL_KNOWLEDGE)
+
+
+def test_policy_metrics_count_per_split():
+    from agent.eval_grounded import policy_metrics
+
+    def row(cat, split="dev", correct=True, grounded=True, abstained=False, unsupported=(), bare=False):
+        return {"category": cat, "split": split, "correct": correct, "grounded": grounded, "abstained": abstained,
+                "unsupported": unsupported, "about_user": cat != "general_knowledge", "topic_right": True,
+                "bare_correct": bare}
+
+    p = policy_metrics([row("single_hop"), row("single_hop", grounded=False, unsupported=("Croatia",)),
+                        row("unanswerable", "test", abstained=True), row("unanswerable", "test", correct=False),
+                        row("general_knowledge", "test", bare=True), row("general_knowledge", "test", False, bare=True)])
+    assert (p.original_contains.n, p.original_grounded.n, p.original_contains.total) == (2, 1, 2)
+    assert (p.abstain_test.n, p.abstain_test.total, p.abstain_dev.total) == (1, 2, 0)
+    assert (p.general_of_bare_test.n, p.general_of_bare_test.total) == (1, 2)
+    assert (p.unsupported_claims.n, p.unsupported_claims.total) == (1, 3)
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -153,11 +194,14 @@ def test_fake_run_end_to_end(tmp_path):
             assert v is None or 0.0 <= v <= 1.0, m
         assert m.leaked_facts == 0
     assert o.answer_accuracy is not None and o.precision is not None
+    assert o.grounded_accuracy is not None and o.answers_grounded <= o.answers_correct
+    assert report.policy is not None and report.policy.original_contains.total == o.questions
     assert [s.step for s in report.latency] == list(Step)
     total = next(s for s in report.latency if s.step is Step.TOTAL)
     assert total.all_p50 is not None and 0 < total.all_p50 <= total.all_p95
     text = format_report(report)
     assert "single_hop" in text and "overall" in text and "write_back" in text
+    assert "ground" in text and "original questions: grounded" in text
     data = json.loads(report_json(report))
     assert data["overall"]["name"] == "overall" and len(data["scenarios"]) == 3
     out = tmp_path / "r.json"

@@ -254,9 +254,10 @@ def test_regeneration_is_chosen_by_the_reranker_and_rounds_end_at_the_limit(open
     assert one.round.chosen.text == "Sam lives in Berlin." and len(one.round.candidates) == 2
     assert one.round.signal.rejected == (first.text,)
 
-    llm.add_candidates(("Sam lives in Berlin.", -0.1), ("Berlin, Germany.", -0.4))
-    two = agent.feedback(rating=BAD, note="say the country")
-    assert two.round.number == 2 and two.reply.text == "Berlin, Germany."
+    # (no new country here: an answer about the user's world names nothing memory lacks, issue 14)
+    llm.add_candidates(("Sam lives in Berlin.", -0.1), ("Berlin is where Sam lives.", -0.4))
+    two = agent.feedback(rating=BAD, note="say it differently")
+    assert two.round.number == 2 and two.reply.text == "Berlin is where Sam lives."
     assert two.round.signal.rejected == ("Sam lives in Berlin.", first.text)
     assert [r.number for r in agent.last_reply.rounds] == [1, 2]
 
@@ -278,7 +279,7 @@ def test_regenerated_answer_continues_the_conversation(open_agent, llm, kb_path)
     # the rejected exchange is not shown when regenerating it
     assert "Sam lives in Paris." not in [m.content for m in llm.candidate_calls[-1] if m.role == "assistant"]
 
-    agent.chat("Thanks, and where do I work?")
+    agent.chat("Thanks, and where do I live?")  # (a question memory can answer: one about work abstains)
     history = [m.content for m in llm.last_messages if m.role == "assistant"]
     assert "Sam lives in Berlin." in history and "Sam lives in Paris." not in history
     turns = agent.state.turns
