@@ -32,10 +32,6 @@ def split(vid: int) -> tuple[Kind, int]:
     return (Kind.EPISODE, vid >> 1) if vid & 1 else (Kind.FACT, vid >> 1)
 
 
-def kind_of(vid: int) -> Kind:
-    return Kind.EPISODE if vid & 1 else Kind.FACT
-
-
 def encode_many(kind: Kind, rowids) -> np.ndarray:
     """(n,) int64 vector ids of row ids of one table."""
     return np.asarray(rowids, dtype=np.int64) * 2 + _TAG[kind]
