@@ -32,7 +32,8 @@ def relational(run: Run, head: Token, subj: Token, retract: bool) -> bool:
         entity_valued = subj.lemma_.lower() in vocab.PERSON_RELATIONS or subj.lemma_.lower() in vocab.PET_NOUNS
         if rel is None:
             return False
-        if entity_valued and (comp.dep_ == "acomp" or phrase.has_article(comp) or comp.pos_ == "NUM"):
+        if entity_valued and ((comp.dep_ == "acomp" and comp.pos_ != "PROPN") or phrase.has_article(comp)
+                              or comp.pos_ == "NUM"):
             return False  # "my sister is a doctor", "my son is 5 years old": about the person
         owner_tok = phrase.owner(subj)
         kin = owner_tok.lemma_.lower()

@@ -106,8 +106,11 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
                     copula.kind(run, pobj, ref, neg, retract, occupation=True)
                 elif prep in frames:
                     run.values(ref, frames[prep], pobj, neg, retract)
-        elif child.dep_ == "dobj" and "dobj" in frames and not wish:
+        elif (child.dep_ == "dobj" or (child.dep_ == "acomp" and phrase.entity_span(child) is not None)) \
+                and "dobj" in frames and not wish:  # "I speak Italian" sometimes parses Italian as acomp
             if (lemma, "dobj") in relations.NEEDS_NAME and child.pos_ != "PROPN":
+                continue
+            if (lemma, "dobj") in relations.NEEDS_NUMBER and child.pos_ != "NUM":
                 continue
             if re.fullmatch(r"answers?|repl(?:y|ies)|responses?", child.lower_):
                 continue  # handled by the answer-style preference rule
@@ -147,8 +150,9 @@ def objects(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
         for x in phrase.children(head, "xcomp"):
             if not phrase.children(x, "nsubj", "nsubjpass"):
                 run._clause(x, [ref], retract)
-    if not run.cfg.open_relations or head.pos_ != "VERB" or phrase.children(head, "xcomp", "ccomp") \
-            or lemma in modality.GOVERNORS or lemma in modality.ATTRIBUTION:
+    if not run.cfg.open_relations or head.pos_ != "VERB" or head.tag_ not in ("VBP", "VBZ") \
+            or phrase.children(head, "xcomp", "ccomp") or lemma in modality.GOVERNORS or lemma in modality.ATTRIBUTION:
+        # open relations are standing facts said in the present ("runs a pub"); "I watched a film" is an event
         return
     slots = [("dobj", o) for o in phrase.children(head, "dobj")] + [
         (p.lower_, o) for p in phrase.children(head, "prep") for o in phrase.children(p, "pobj")]

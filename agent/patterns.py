@@ -269,16 +269,17 @@ class Run:
         if tok.pos_ == "PRON":
             known = known or self._named_here(low)
             return Ref(known, self.cfg.resolved_confidence) if known else None
-        if known and tok.pos_ != "PROPN":
-            return Ref(known, self.cfg.resolved_confidence)
         owner_tok = phrase.possessor(tok)
+        if known and tok.pos_ != "PROPN" and not (owner_tok is not None and any(
+                a.pos_ == "PROPN" for a in phrase.children(tok, "appos"))):  # "my friend Chloe" names a new one
+            return Ref(known, self.cfg.resolved_confidence)
         if owner_tok is not None and tok.pos_ == "NOUN":
             return self._possessed(tok, owner_tok)
         ent = phrase.entity_span(tok)
         if ent is not None and ent.label_ not in ("DATE", "TIME", "CARDINAL", "ORDINAL", "QUANTITY"):
             return Ref(known or ent.text, self.cfg.confidence)
-        if tok.pos_ == "PROPN":
-            return Ref(known or phrase.noun_text(tok), self.cfg.confidence)
+        if tok.pos_ == "PROPN" or (tok.pos_ == "ADJ" and tok.dep_ in ("nsubj", "nsubjpass") and tok.text.istitle()):
+            return Ref(known or phrase.noun_text(tok), self.cfg.confidence)  # "Karl" tagged as an adjective
         if tok.pos_ in ("NOUN", "ADJ", "NUM"):
             return Ref(phrase.noun_text(tok), self.cfg.confidence, common=True)
         return None
@@ -380,7 +381,7 @@ class Run:
         if ent is not None and relation not in _DATED and (ent.label_ in _AMOUNTS or (
                 ent.label_ in ("DATE", "TIME") and tok.dep_ == "pobj")):
             return None  # "working at IBM for ten years": a duration is no employer ("I hate Mondays" is fine)
-        text = phrase.value_text(tok)
+        text = tok.text if relation == "age" and tok.pos_ == "NUM" else phrase.value_text(tok)
         if relation == "age":
             n = parse_number(re.sub(r"\b(?:years?|old)\b", " ", text.lower()))
             return str(n) if n is not None else None

@@ -32,11 +32,13 @@ FRAMES: tuple[tuple[str, str, str], ...] = (
     ("speak", "dobj", "speaks"), ("own", "dobj", "owns"), ("play", "dobj", "plays"),
     ("marry", "dobj", "married_to"), ("date", "dobj", "partner"), ("come", "from", "comes_from"),
     ("hail", "from", "comes_from"), ("teach", "dobj", "teaches"), ("learn", "dobj", "learning"),
-    ("drive", "dobj", "drives"), ("grow", "in", "grew_up_in"), ("raise", "in", "grew_up_in"),
+    ("drive", "dobj", "drives"), ("turn", "dobj", "age"), ("grow", "in", "grew_up_in"), ("raise", "in", "grew_up_in"),
     ("bear", "on", "born_on"), ("bear", "in", "born_in"),
 )
 #: predicates whose value must be a name (a proper noun): "joined Shopify", not "joined a gym"
 NEEDS_NAME = frozenset({("join", "dobj"), ("start", "at"), ("go", "to")})
+#: predicates whose value must be a number ("I turned 30", not "I turned the page")
+NEEDS_NUMBER = frozenset({("turn", "dobj")})
 #: predicates whose named value must also name a school ("goes to Greenfield Primary", not "to Paris")
 NEEDS_SCHOOL = frozenset({("go", "to")})
 #: copular "be" + preposition -> relation ("I'm from Kenya", "I'm into K-pop", "I'm with Accenture")
