@@ -53,6 +53,7 @@ class Vocabulary:
         self.string_mask = torch.tensor(ok)
         snake = [o and all(c.islower() or c.isdigit() or c == "_" for c in t) for o, t in zip(ok, self.texts)]
         self.snake_mask = torch.tensor(snake)
+        self.snake_start_mask = torch.tensor([o and t[0].isalpha() for o, t in zip(snake, self.texts)])
         self.quote = [i for i, t in enumerate(self.texts) if t == '"']
         if not self.quote:
             raise BadInputError("the tokenizer has no token for a lone '\"'; constrained decoding needs one")
@@ -175,7 +176,9 @@ class TripleJSONProcessor:
                 mask[self.vocab.first(rest)] = True
         else:
             if len(self.value) < self.config.max_value_chars:
-                base = self.vocab.snake_mask if self.field == "relation" else self.vocab.string_mask
+                base = self.vocab.string_mask
+                if self.field == "relation":  # snake_case, starting with a letter
+                    base = self.vocab.snake_mask if self.value else self.vocab.snake_start_mask
                 k = min(width, base.shape[0])
                 mask[:k] = base[:k]
             if self.value.strip():

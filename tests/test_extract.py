@@ -638,3 +638,57 @@ def test_chat_a_plan_is_stored_as_a_plan(chat_sam):
     assert not reply.superseded_facts and _lives_in(agent, "emma") == ["boston"]
     used = agent.chat("Where is she moving?").used_facts
     assert any(u.fact.relation == "plans_to_move_to" for u in used)
+
+
+# --------------------------------------------------------------------------- constrained decoding
+
+class CharTokenizer:
+    """A tokenizer with one token per character plus a few multi-character ones (like BPE merges)."""
+
+    def __init__(self):
+        merges = ['{"subject": "', '", "', 'relation', 'object', 'negated', 'true', 'false', 'lives_in', ' Paris']
+        self.pieces = ["<eos>"] + [chr(c) for c in range(32, 127)] + ["\n"] + merges
+        self.ids = {p: i for i, p in enumerate(self.pieces)}
+        self.eos_token_id = 0
+
+    def __len__(self):
+        return len(self.pieces)
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(self.pieces[i] for i in ids if not (skip_special_tokens and i == 0))
+
+    def encode(self, text):
+        out, i = [], 0
+        while i < len(text):
+            best = max((p for p in self.pieces[1:] if text.startswith(p, i)), key=len)
+            out.append(self.ids[best])
+            i += len(best)
+        return out
+
+    def __call__(self, text, add_special_tokens=False, return_tensors=None):
+        import torch
+
+        ids = self.encode(text)
+        return {"input_ids": torch.tensor([ids]) if return_tensors == "pt" else ids}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from agent.constrained import ConstrainedConfig, ConstrainedGenerate
+
+    tok = CharTokenizer()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=512)).eval()
+    generate = ConstrainedGenerate(model, tok, ConstrainedConfig(max_value_chars=12, max_triples=2,
+                                                                 max_new_tokens=200))
+    extractor = LLMExtractor(generate)
+    output = generate("Message: I live in Paris.\nJSON:")
+    items = extractor.parse(output)
+    assert items is not None, output  # the random model's output is always a valid triple array
+    assert all(set(item) == {"subject", "relation", "object", "negated"} for item in items)
+    assert extractor.rejected == 0
