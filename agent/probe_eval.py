@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -252,7 +253,8 @@ def throughput(probes: list[Probe], nlp, extractor, config: ProbeEvalConfig) -> 
         extractor.extract(doc.text, ctx, doc=doc)
     t2 = time.perf_counter()
     return {"turns": len(turns), "words_per_turn": n, "parse_s": round(t1 - t0, 3), "extract_s": round(t2 - t1, 3),
-            "turns_per_s": round(len(turns) / (t2 - t0), 1)}
+            "turns_per_s": round(len(turns) / (t2 - t0), 1), "extract_only_turns_per_s": round(len(turns) / (t2 - t1), 1),
+            "cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}  # a shared machine's load skews it
 
 
 def build(kind: str, nlp):
