@@ -135,15 +135,23 @@ def run(args) -> dict:
     ingest_s = ingest_turns = 0.0
     for n, item in enumerate(items, 1):
         with tempfile.TemporaryDirectory() as tmp:
-            kb = KnowledgeBase.open(Path(tmp) / "kb", embedder=embedder, config=KBConfig(show_progress=False))
+            where = (args.kbs / item["question_id"]) if args.kbs else Path(tmp) / "kb"
+            done = where / "INGESTED.json"  # a KB kept by --kbs is ingested once, then only asked
+            kb = KnowledgeBase.open(where, embedder=embedder, config=KBConfig(show_progress=False))
             agent = Agent(kb, llm, "user", config, nlp=nlp, owns_kb=True,
                           fusion=args.fusion if args.answers else "off")
             try:
-                turns = turns_of(item)
-                t0 = time.perf_counter()
-                agent.ingest(turns, me="user")
-                ingest_s += time.perf_counter() - t0
-                ingest_turns += len(turns)
+                if done.exists():
+                    took = json.loads(done.read_text())
+                else:
+                    turns = turns_of(item)
+                    t0 = time.perf_counter()
+                    agent.ingest(turns, me="user")
+                    took = {"turns": len(turns), "seconds": time.perf_counter() - t0}
+                    if args.kbs:
+                        done.write_text(json.dumps(took))
+                ingest_s += took["seconds"]
+                ingest_turns += took["turns"]
                 now = parse_time(item["question_date"], "question_date")
                 t1 = time.perf_counter()
                 mems = agent.recall(item["question"], k=max(KS) * 2, now=now)
@@ -208,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA, help="folder holding longmemeval-s-dev.tar.gz")
     ap.add_argument("--unpack", type=Path, default=Path(tempfile.gettempdir()) / "kgrow-longmemeval-dev")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "kgrow-embed-cache.sqlite")
+    ap.add_argument("--kbs", type=Path, help="keep each question's KB here and reuse it on later runs "
+                    "(ablations of recall settings then skip the ingest)")
     ap.add_argument("--limit", type=int, default=0, help="first N questions only (0: all)")
     ap.add_argument("--types", nargs="*", help="only these question types")
     ap.add_argument("--answers", action="store_true", help="also answer with the packaged model")
@@ -224,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         if name not in fields:
             ap.error(f"--set {item!r}: unknown field {name!r}; valid: {', '.join(fields)}")
-        args.recall[name] = type(getattr(RecallConfig(), name))(value)
+        kind = type(getattr(RecallConfig(), name))
+        args.recall[name] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
     out = run(args)
     summary = summarise(out["rows"])
     print_table(summary)
