@@ -310,7 +310,7 @@ def _honest(result: TurnResult, agent, reply, turn: ScriptTurn, sc: Scenario | N
     from agent.turn import count_sentences
 
     g = judge(reply.text, bool(result.correct), support_texts(reply, turn.text, display_name(agent.profile)), rt.nlp)
-    about = support.topic(support.records(agent, turn.text, reply.state, [])[0]) is support.Topic.USER
+    about = support.topic(support.records(agent, turn.text, reply.state, reply.memories)[0]) is support.Topic.USER
     bare = bare_ok = None
     if sc is not None and sc.category is Category.GENERAL_KNOWLEDGE:
         pieces: list[str] = []
