@@ -212,9 +212,4 @@ class ConstrainedGenerate:
                                       logits_processor=LogitsProcessorList([proc]),
                                       pad_token_id=self.tokenizer.eos_token_id)
         text = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        return text if proc.done else text + _closing(proc)
-
-
-def _closing(proc: TripleJSONProcessor) -> str:
-    """What closes an output cut by ``max_new_tokens``: nothing valid, so an empty array."""
-    return "" if proc.done else "\n[]"
+        return text if proc.done else "[]"  # cut by max_new_tokens: an unfinished array states nothing

@@ -23,7 +23,6 @@ Subjects: first person -> the user, pronouns and known phrases -> context.refere
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,7 +30,6 @@ from typing import TYPE_CHECKING
 from agent import copula, frames, phrase, relations, vocab
 from agent.errors import BadInputError
 from agent.intent import is_question, looks_like_instruction
-from agent.literal import looks_like_date, normalize_date, parse_number
 from agent.modality import Modality, combine, governed_modality, own_modality, sentence_modality
 from agent.preference import style_facts
 from agent.timeparse import When
@@ -81,10 +79,6 @@ class Ref:
 
 
 _HEDGES = frozenset({"maybe", "probably", "perhaps", "possibly"})
-#: entity labels of amounts, never values of relations other than dated ones
-_AMOUNTS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT"})
-#: relations whose values are dates or numbers
-_DATED = frozenset({"age", "born_on", "birthday", "date_of_birth", "born_in", "height", "weight"})
 
 
 class PatternExtractor:
@@ -339,57 +333,9 @@ class Run:
 
     # ------------------------------------------------------------------ output
 
-    def values(self, ref: Ref, relation: str, tok: Token, neg: bool, retract: bool,
-                whole: bool = False) -> None:
-        """Emit (ref, relation, value) for ``tok`` and its conjuncts, with the clause's polarity.
-
-        A negated apposition ("in Rome, not Paris") emits the negated value too. ``whole`` keeps
-        numbers and dates as their full phrase (for "my birthday is May 3").
-        """
-        rel, negated = vocab.polarity(relation, neg, retract)
-        for value_tok in (phrase.conjuncts(tok) if not whole else [tok]):
-            value = self._value(value_tok, rel)
-            if value:
-                self.emit(ref, rel, value, negated)
-            for appos in phrase.children(value_tok, "appos"):
-                # "not" hangs off either the apposition or the value before it
-                if any(c.dep_ == "neg" and (c.head is appos or c.i < appos.i) for c in appos.children) or \
-                        any(c.dep_ == "neg" and value_tok.i < c.i < appos.i for c in value_tok.children):
-                    other = self._value(appos, rel)
-                    if other:
-                        self.emit(ref, rel, other, True)
-
-    def _value(self, tok: Token, relation: str) -> str | None:
-        """The object string for ``tok``: resolved pronoun, normalised number or date, or text."""
-        if tok.lower_ in vocab.FIRST_PERSON:
-            return self.ctx.user
-        if tok.pos_ == "PRON" or tok.lower_ in vocab.NOT_STORED_PERSONS:
-            ref = self.np(tok)
-            return ref.name if ref is not None else None
-        if phrase.possessor(tok) is not None and tok.pos_ == "NOUN":
-            ref = self.np(tok)
-            return ref.name if ref is not None else None
-        named = [o for acl in phrase.children(tok, "acl") if acl.lemma_.lower() in ("call", "name")
-                 for o in phrase.children(acl, "oprd")]
-        if named and tok.pos_ == "NOUN":  # "a startup called Loom" -> Loom
-            tok = named[0]
-        if relation == "lives_in" and tok.lemma_.lower() in relations.GENERIC_PLACES:  # "a place in Dublin"
-            inner = [o for p in phrase.children(tok, "prep") if p.lower_ in ("in", "at", "near")
-                     for o in phrase.children(p, "pobj")]
-            tok = inner[0] if inner else tok
-        ent = phrase.entity_span(tok)
-        if ent is not None and relation not in _DATED and (ent.label_ in _AMOUNTS or (
-                ent.label_ in ("DATE", "TIME") and tok.dep_ == "pobj")):
-            return None  # "working at IBM for ten years": a duration is no employer ("I hate Mondays" is fine)
-        text = tok.text if relation == "age" and tok.pos_ == "NUM" else phrase.value_text(tok)
-        if relation == "age":
-            n = parse_number(re.sub(r"\b(?:years?|old)\b", " ", text.lower()))
-            return str(n) if n is not None else None
-        if relation in ("born_on", "birthday", "date_of_birth") or (
-            relation == "born_in" and looks_like_date(text)
-        ):
-            return normalize_date(text)
-        return text
+    def values(self, ref: Ref, relation: str, tok: Token, neg: bool, retract: bool, whole: bool = False) -> None:
+        """Emit (ref, relation, value) for ``tok`` and its conjuncts (agent.frames.values)."""
+        frames.values(self, ref, relation, tok, neg, retract, whole)
 
     def emit(self, ref: Ref, relation: str, obj: str, negated: bool, confidence: float | None = None) -> None:
         """Append a triple if it is well formed (sizes, relation name, subject != object) and said in a

@@ -692,3 +692,31 @@ def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed
     assert items is not None, output  # the random model's output is always a valid triple array
     assert all(set(item) == {"subject", "relation", "object", "negated"} for item in items)
     assert extractor.rejected == 0
+
+
+@pytest.mark.integration
+def test_real_chat_the_issues_four_checks(tmp_path):
+    """The issue's acceptance on the packaged models, each check in new sessions of its own KB."""
+    from agent.llm import CausalLM, LLMConfig
+    from agent.loop import Agent
+
+    llm = CausalLM(LLMConfig())
+
+    def session(kb: str, *lines: str) -> list[str]:
+        with Agent.open(tmp_path / kb, user="sam", llm=llm) as agent:
+            return [agent.chat(line).text.lower() for line in lines]
+
+    for kb, said, wrong in (("maybe", "I might move to Berlin next year.", "berlin"),
+                            ("friend", "My friend thinks I live in Madrid.", "madrid"),
+                            ("based", "I'm based in Lisbon these days.", None)):
+        session(kb, "I live in Paris.")
+        session(kb, said)
+        [answer] = session(kb, "Where do I live?")
+        if wrong is None:
+            assert "lisbon" in answer and "paris" not in answer, answer
+        else:
+            assert "paris" in answer and wrong not in answer, answer
+    *_, moving, living = session("plan", "My sister Emma lives in Boston.", "She's moving to Denver next month",
+                                 "Where is she moving?", "Where does she live?")
+    assert "denver" in moving, moving
+    assert "boston" in living, living
