@@ -21,6 +21,7 @@ from agent import vocab
 from agent.errors import BadInputError, ExtractionError
 from agent.intent import Intent, classify, is_question, looks_like_instruction
 from agent.literal import looks_like_date, normalize_date, parse_number
+from agent.modality import states_current_fact
 from agent.triple import ExtractionContext, Triple, dedupe
 
 if TYPE_CHECKING:
@@ -96,13 +97,16 @@ class LLMExtractor:
     def extract(self, text: str, context: ExtractionContext, doc: Doc | None = None) -> list[Triple]:
         """Facts stated in ``text``; [] without calling the model for questions and chit-chat.
 
-        ``doc`` is accepted for interface compatibility with PatternExtractor and not used.
+        ``doc`` (a parse of ``text``), when given, lets utterances that state nothing as current
+        (agent.modality.states_current_fact) skip the model.
         """
         if not isinstance(text, str):
             raise BadInputError(f"utterance must be a string, got {type(text).__name__}")
         kept = self.statements(text)
         if not kept or classify(" ".join(kept)) in _NO_FACTS:
             return []
+        if doc is not None and doc.text == text and not states_current_fact(doc):
+            return []  # only plans, wishes, reports: the model would write them as facts
         self.calls += 1
         try:
             output = self.generate(self.prompt(" ".join(kept), context))

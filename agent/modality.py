@@ -191,3 +191,25 @@ def governed_modality(head: Token) -> Modality:
                 mod = _rank_max(mod, own)
         tok = gov
     return mod
+
+
+def states_current_fact(doc) -> bool:
+    """Whether any clause of ``doc`` asserts something as holding now or in the past.
+
+    For extractors that do not read clauses themselves (the LLM extractor): an utterance that only
+    plans, wishes, imagines, reports or asks ("I might move to Berlin", "my friend thinks I live in
+    Madrid") has nothing to store as a current fact. Verbs that only carry another clause ("thinks",
+    "want", "going") are not clauses of their own here.
+    """
+    for sent in doc.sents:
+        if sentence_modality(sent) is not Modality.ASSERTED:
+            continue
+        for tok in sent:
+            if tok.pos_ not in ("VERB", "AUX") or tok.dep_ not in ("ROOT", "conj", "ccomp", "xcomp", "advcl", "relcl"):
+                continue
+            if any(c.dep_ in ("ccomp", "xcomp") for c in tok.children) and (
+                    tok.lemma_.lower() in GOVERNORS or tok.lemma_.lower() in ATTRIBUTION):
+                continue
+            if combine(own_modality(tok, None)[0], governed_modality(tok)).current:
+                return True
+    return False

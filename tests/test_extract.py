@@ -720,3 +720,19 @@ def test_real_chat_the_issues_four_checks(tmp_path):
                                  "Where is she moving?", "Where does she live?")
     assert "denver" in moving, moving
     assert "boston" in living, living
+
+
+def test_llm_extractor_skips_utterances_that_state_nothing_current(nlp):
+    calls = []
+
+    def model(prompt: str) -> str:
+        calls.append(prompt)
+        return '[{"subject": "user", "relation": "lives_in", "object": "Berlin", "negated": false}]'
+
+    extractor = LLMExtractor(model)
+    for text in ("I might move to Berlin next year.", "My friend thinks I live in Berlin.",
+                 "She's moving to Berlin next month."):
+        assert extractor.extract(text, CTX, doc=nlp(text)) == [], text
+    assert calls == []  # the model is not even asked
+    text = "I live in Berlin."
+    assert _tuples(extractor.extract(text, CTX, doc=nlp(text))) == [("alice", "lives_in", "Berlin", False)]
