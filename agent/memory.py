@@ -41,6 +41,7 @@ class Memory:
     session: str | None = None
     position: int | None = None
     why: str = "search"  # "search", "entity:mary", "neighbour of e_...", ...
+    stale: bool = False  # an episode whose facts were all superseded or retracted since
     fact: Fact | None = None
     episode: Episode | None = None
 
@@ -190,7 +191,7 @@ class Recaller:
         out = dict(found)
         for eid, facts in taught.items():
             if facts and not any(_current(f, now) for f in facts):
-                out[eid] = replace(out[eid], score=out[eid].score * self.config.superseded_factor)
+                out[eid] = replace(out[eid], score=out[eid].score * self.config.superseded_factor, stale=True)
         return out
 
     def _aggregate_sessions(self, found: dict[str, Memory]) -> dict[str, Memory]:

@@ -141,8 +141,9 @@ class Retriever:
 
         query = self.query_text(text, turn)
         try:
-            qv = text_vector if query == text else None
-            hits = self.kb.search(query, k=cfg.k * 2, user=user, kinds=["fact"], query_vector=qv)
+            # one embedding per turn: the words as said stand in for the resolved query in the dense
+            # list; the resolved names still reach BM25 and the graph
+            hits = self.kb.search(query, k=cfg.k * 2, user=user, kinds=["fact"], query_vector=text_vector)
         except KBError:
             hits = []
         for h in hits:

@@ -236,7 +236,8 @@ def for_prompt(agent: Agent, text: str, memories: Sequence[Memory]) -> tuple[lis
     # the assistant's own turns are no evidence about the user's world: shown only when the question
     # asks what the assistant said ("what did you recommend?")
     mine = bool(_ASKS_ASSISTANT.search(text))
-    eps = [m for m in memories if m.episode is not None and m.text != text and (mine or m.role != "assistant")]
+    eps = [m for m in memories if m.episode is not None and m.text != text and not m.stale
+           and (mine or m.role != "assistant")]
     return used, [dated(m, agent.user, text, cfg.snippet_chars) for m in eps[: cfg.prompt_episodes]]
 
 

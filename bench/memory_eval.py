@@ -211,6 +211,28 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def speed(args) -> dict:
+    """--ingest-speed and --latency: the figures of bench/memory_speed.py."""
+    if not (args.ingest_speed or args.latency):
+        return {}
+    from agent.nlp import load_nlp
+    from bench.memory_speed import ingest_vs_models, recall_latency
+    from kb.embeddings import SentenceTransformerEmbedder
+
+    items = load_items(args.data, args.unpack)
+    nlp, plain, out = load_nlp(), SentenceTransformerEmbedder(), {}
+    if args.ingest_speed:
+        r = out["ingest_speed"] = ingest_vs_models(turns_of(items[0])[: args.ingest_speed], nlp, plain, NoLLM())
+        print(f"ingest {r['turns']} turns: models alone (parse + embed) {r['models_turns_per_s']:.1f} turns/s, "
+              f"Agent.ingest {r['ingest_turns_per_s']:.1f} turns/s: {r['ratio']:.2f}x of the models alone")
+    if args.latency:
+        r = out["latency"] = recall_latency(items, CachedEmbedder(plain, args.cache), plain, nlp, NoLLM(),
+                                            args.latency, args.kbs)
+        print(f"recall latency at {r['episodes']:,} episodes + {r['facts']:,} facts, {r['questions']} questions: "
+              f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA, help="folder holding longmemeval-s-dev.tar.gz")
@@ -224,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fusion", choices=["on", "off"], default="on")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a RecallConfig field for an ablation, e.g. --set neighbours=1")
+    ap.add_argument("--ingest-speed", type=int, default=0, metavar="N",
+                    help="also time Agent.ingest of N turns against parse + embed alone (uncached)")
+    ap.add_argument("--latency", type=int, default=0, metavar="N",
+                    help="also time recall on one KB of N episodes (+ the facts of the --kbs KBs)")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed figures")
     ap.add_argument("--json", type=Path, help="write the rows and the summary here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -236,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--set {item!r}: unknown field {name!r}; valid: {', '.join(fields)}")
         kind = type(getattr(RecallConfig(), name))
         args.recall[name] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
-    out = run(args)
+    out = run(args) if not args.speed_only else {"rows": []}
     summary = summarise(out["rows"])
-    print_table(summary)
-    print(f"ingest: {out['ingest_turns_per_s']:.1f} turns/s (embedding cache hits {out['cache_hits']}, "
-          f"misses {out['cache_misses']})")
+    if out["rows"]:
+        print_table(summary)
+        print(f"ingest: {out['ingest_turns_per_s']:.1f} turns/s (embedding cache hits {out['cache_hits']}, "
+              f"misses {out['cache_misses']})")
+    out.update(speed(args))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, **out}, indent=1))
