@@ -290,3 +290,12 @@ def test_real_chat_remembers_across_processes(tmp_path):
     assert second.returncode == 0, second.stderr
     print("first run:\n" + first.stdout + "\nsecond run:\n" + second.stdout)
     assert "lisbon" in second.stdout.lower()
+
+
+def test_why_shows_recalled_turns_with_their_source(chat):
+    out = chat("I adopted a rescue greyhound last week, his name is Biscuit.", "/reset",
+               "What is the name of the greyhound I adopted?", "/why")
+    why = "\n".join(out)
+    assert "earlier turns recalled" in why
+    line = next(line for line in why.splitlines() if "Biscuit" in line and "/turn/0" in line)
+    assert line.strip().startswith("0.") and "sam at" in line

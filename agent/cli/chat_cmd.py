@@ -19,7 +19,7 @@ from agent.cli.output import jsonable, short_iso
 
 HELP = """commands:
   /state            the dialogue state of the last turn and the user profile
-  /why              the facts used for the last reply, and where each was learned
+  /why              the facts and earlier turns recalled for the last reply, and where each came from
   /facts            the current facts of this user
   /forget ID|NAME   forget one fact (by id) or every fact about an entity
   /user NAME        switch to another user (their own session and facts)
@@ -225,6 +225,14 @@ def why(agent) -> str:
                              f" ({s.source_id or 'no source id'}){said}{' — ' + s.note if s.note else ''}")
     else:
         lines.append("no stored facts were used for the last reply.")
+    eps = [m for m in r.memories if m.episode is not None]
+    if eps:
+        lines.append("earlier turns recalled (best first; the first few are cited in the prompt):")
+        for m in eps[:6]:
+            said = m.text if len(m.text) <= 100 else m.text[:97] + "..."
+            flag = ", stale: its facts were superseded" if m.stale else ""
+            lines.append(f"  {m.score:.3f}  {m.speaker} at {short_iso(m.time)} ({', '.join(m.source_ids) or 'no source id'}"
+                         f"{flag}): \"{said}\"")
     if r.fused:
         lines.append("knowledge tokens the model read (attention share, fused layers):")
         lines += [f"  {f.weight:6.1%}  {f.text}   ({f.label})" for f in r.fused]
