@@ -320,7 +320,10 @@ def _honest(result: TurnResult, agent, reply, turn: ScriptTurn, sc: Scenario | N
                 break
         bare = "".join(pieces).strip()
         bare_ok = answer_ok(turn, bare)
-    return replace(result, grounded=g.grounded, abstained=g.abstained, unsupported=g.unsupported,
+    # grounding is about the user's world: a general-knowledge answer cites no memory, so it is judged
+    # on its value alone (its claims are the model's own knowledge)
+    grounded = g.grounded if sc is None or sc.category.about_user else bool(result.correct)
+    return replace(result, grounded=grounded, abstained=g.abstained, unsupported=g.unsupported,
                    about_user=about, bare_reply=bare, bare_correct=bare_ok)
 
 
