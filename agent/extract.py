@@ -40,13 +40,18 @@ class ExtractorKind(str, enum.Enum):
 
 
 def build_extractor(kind: ExtractorKind | str, *, nlp: NLP | None = None,
-                    generate: Generate | None = None) -> Extractor:
-    """The extractor of ``kind``; PATTERNS needs ``nlp``, LLM needs ``generate``."""
+                    generate: Generate | None = None, llm=None) -> Extractor:
+    """The extractor of ``kind``; PATTERNS needs ``nlp``; LLM needs ``generate``, or ``llm`` (an
+    agent.llm.CausalLM), which then decodes under the triple-JSON constraint (agent.constrained)."""
     kind = ExtractorKind.parse(kind)
     if kind is ExtractorKind.PATTERNS:
         if nlp is None:
             raise BadInputError("the 'patterns' extractor needs a spaCy pipeline (nlp=load_nlp())")
         return PatternExtractor(nlp)
+    if generate is None and llm is not None:
+        from agent.constrained import ConstrainedGenerate
+
+        generate = ConstrainedGenerate.of(llm)
     if generate is None:
-        raise BadInputError("the 'llm' extractor needs a generate(prompt) -> text callable")
+        raise BadInputError("the 'llm' extractor needs a generate(prompt) -> text callable or an llm")
     return LLMExtractor(generate)

@@ -260,10 +260,12 @@ def throughput(probes: list[Probe], nlp, extractor, config: ProbeEvalConfig) -> 
 def build(kind: str, nlp):
     from agent.extract import build_extractor
 
-    if kind == "llm":
+    if kind in ("llm", "llm-json"):
         from agent.llm import CausalLM, LLMConfig  # the packaged model; slow, run deliberately
 
         llm = CausalLM(LLMConfig())
+        if kind == "llm-json":  # constrained JSON decoding (agent.constrained)
+            return build_extractor("llm", llm=llm)
         return build_extractor("llm", generate=lambda prompt: llm.complete(prompt, max_new_tokens=160))
     return build_extractor(kind, nlp=nlp)
 
@@ -272,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agent.probe_eval", description=__doc__.splitlines()[0])
     ap.add_argument("probes", help="directory holding probes.jsonl (examples/probes)")
     ap.add_argument("--json", help="write the report to this file")
-    ap.add_argument("--extractor", default="patterns", choices=["patterns", "llm"])
+    ap.add_argument("--extractor", default="patterns", choices=["patterns", "llm", "llm-json"],
+                    help="llm: the packaged model's free-text JSON; llm-json: the same under constrained decoding")
     ap.add_argument("--show", action="store_true", help="print the dev split's misses (never the test split's)")
     ap.add_argument("--no-throughput", action="store_true")
     args = ap.parse_args(argv)

@@ -687,6 +687,8 @@ def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed
     generate = ConstrainedGenerate(model, tok, ConstrainedConfig(max_value_chars=12, max_triples=2,
                                                                  max_new_tokens=200))
     extractor = LLMExtractor(generate)
+    assert isinstance(build_extractor("llm", llm=type("LM", (), {"model": model, "tokenizer": tok})()).generate,
+                      ConstrainedGenerate)
     output = generate("Message: I live in Paris.\nJSON:")
     items = extractor.parse(output)
     assert items is not None, output  # the random model's output is always a valid triple array
