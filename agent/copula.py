@@ -141,7 +141,7 @@ def predicate(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None
 
 
 def _adjective(run: Run, comp: Token, ref: Ref, neg: bool, retract: bool) -> None:
-    lemma = comp.lemma_.lower()
+    lemma = comp.lower_ if comp.tag_ == "VBN" else comp.lemma_.lower()  # "engaged", not "engage"
     if lemma == "old":  # "34 years old"
         for mod in phrase.children(comp, "npadvmod"):
             _age(run, phrase.subtree_text(mod), ref, neg, retract)

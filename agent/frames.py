@@ -124,25 +124,36 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
                 run.emit(ref, rel, phrase.clause_text(activity), negated)
         elif child.dep_ == "xcomp" and not neg and not phrase.children(child, "nsubj", "nsubjpass"):
             run._clause(child, [ref], retract)  # "start working at Meta": the complement holds the fact
+    if "dobj" not in frames:
+        course(run, head, ref, neg, retract)  # "starting a new job at Spotify"
+
+
+def course(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> bool:
+    """A job or a course taken as object: "got a job at Netflix", "quit my job at Amazon", "starting a
+    new job at Spotify", "doing a PhD at Oxford". True when the object was one."""
+    ending = retract or head.lemma_.lower() in relations.JOB_ENDING_VERBS
+    for obj in phrase.children(head, "dobj"):
+        noun = obj.lemma_.lower()
+        if noun not in relations.JOB_NOUNS and noun not in relations.STUDY_NOUNS:
+            continue
+        job = noun in relations.JOB_NOUNS
+        for prep in phrase.children(obj, "prep") + phrase.children(head, "prep"):
+            for pobj in phrase.children(prep, "pobj") if prep.lower_ in (("at", "with", "for") if job else ("at", "in")) else []:
+                if job:
+                    run.values(ref, "works_at", pobj, neg, ending)
+                elif pobj.pos_ == "PROPN":
+                    run.values(ref, "studies_at", pobj, neg, retract)
+        return True
+    return False
 
 
 def objects(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
     """A verb without frames: a job it takes or ends, a relation it ends, its open complement
     ("going to move": the modality decides), else an open relation named by the verb itself."""
     lemma = head.lemma_.lower()
+    if course(run, head, ref, neg, retract):
+        return
     for obj in phrase.children(head, "dobj"):
-        if obj.lemma_.lower() in relations.JOB_NOUNS:  # "got a job at Netflix", "quit my job at Amazon"
-            ending = retract or lemma in relations.JOB_ENDING_VERBS
-            for prep in phrase.children(obj, "prep") + phrase.children(head, "prep"):
-                for pobj in phrase.children(prep, "pobj") if prep.lower_ in ("at", "with", "for") else []:
-                    run.values(ref, "works_at", pobj, neg, ending)
-            return
-        if obj.lemma_.lower() in relations.STUDY_NOUNS:  # "doing a PhD at Oxford"
-            for prep in phrase.children(obj, "prep") + phrase.children(head, "prep"):
-                for pobj in phrase.children(prep, "pobj") if prep.lower_ in ("at", "in") else []:
-                    if pobj.pos_ == "PROPN":
-                        run.values(ref, "studies_at", pobj, neg, retract)
-            return
         ended = relations.ENDING_FRAMES.get((lemma, "dobj"))
         if ended is not None and obj.pos_ == "PROPN":  # "I left Microsoft"
             run.values(ref, ended, obj, neg, True)

@@ -142,7 +142,9 @@ def own_modality(head: Token, now: float | None, planned: bool = False) -> tuple
         mod = _rank_max(mod, Modality.HYPOTHETICAL)
     if mod is Modality.PLAN and any(c.lower_ in HEDGE_ADVERBS for c in head.children):
         mod = Modality.HYPOTHETICAL
-    progressive = head.tag_ == "VBG" and any(a.lemma_ == "be" for a in auxes)
+    subject = _subject(head)
+    progressive = head.tag_ == "VBG" and (any(a.lemma_ == "be" for a in auxes) or (  # "my brother's moving":
+        subject is not None and any(c.dep_ == "case" for c in subject.children)))  # the parser took 's for a possessive
     simple_past = head.tag_ == "VBD" or (head.tag_ == "VBN" and any(a.tag_ == "VBD" for a in auxes)
                                           and not any(a.lemma_ == "have" for a in auxes))
     when = None

@@ -30,7 +30,7 @@ FRAMES: tuple[tuple[str, str, str], ...] = (
     ("loathe", "dobj", "dislikes"), ("loathe", "xcomp", "dislikes"), ("despise", "dobj", "dislikes"),
     ("despise", "xcomp", "dislikes"),
     ("speak", "dobj", "speaks"), ("own", "dobj", "owns"), ("play", "dobj", "plays"),
-    ("marry", "dobj", "married_to"), ("date", "dobj", "partner"), ("come", "from", "comes_from"),
+    ("marry", "dobj", "married_to"), ("marry", "to", "married_to"), ("engage", "to", "engaged_to"), ("date", "dobj", "partner"), ("come", "from", "comes_from"),
     ("hail", "from", "comes_from"), ("teach", "dobj", "teaches"), ("learn", "dobj", "learning"),
     ("drive", "dobj", "drives"), ("turn", "dobj", "age"), ("grow", "in", "grew_up_in"), ("raise", "in", "grew_up_in"),
     ("bear", "on", "born_on"), ("bear", "in", "born_in"),
