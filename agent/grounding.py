@@ -101,7 +101,7 @@ def support_keys(texts: Iterable[str]) -> frozenset[str]:
         words = [key(w) for w in _WORD.findall(text or "")]
         for w in words:
             out.add(w)
-            out.update(p for p in re.split(r"[-/.]", w) if p)
+            out.update(key(p) for p in re.split(r"[-/.]", w) if p)  # "1988-07-04" -> 1988, 7, 4
         dated = [w for w in words if w not in ("of", "the")]  # "the 4th of July"
         for a, b in zip(dated, dated[1:]):
             month, day = (a, b) if a in _MONTHS else (b, a) if b in _MONTHS else (None, None)

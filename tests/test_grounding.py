@@ -36,6 +36,7 @@ LABELLED = [
     ("Ben's friend, Quin, lives in Bergen.", ["Ben lives in Bergen.", "Quin's friend is Ben."], set()),
     ("Your sister Mary lives in Rome.", ["Sam's sister is Mary.", "Mary lives in Rome."], set()),
     ("Sam was born on July 4th, 1988.", ["Sam was born on July 4, 1988."], set()),
+    ("You were born on 1988-07-04.", ["Carol was born on 1988-07-04."], set()),
     ("There are seven days in a week.", ["How many days are in a week?", "A week has 7 days."], set()),
 ]
 
