@@ -130,18 +130,22 @@ class Fuser:
         return tokens
 
     def stream(self, llm, messages, max_new_tokens: int | None, tokens: KnowledgeTokens | None,
-               cited: bool) -> Iterator[str]:
+               cited: bool, evidence: str | None = None) -> Iterator[str]:
         """The answer with ``tokens`` fused. When the fused answer refuses, or stops in the middle of a
         chain the question goes on past (``mid_chain``), although facts are cited as text, the
         text-only answer is given instead (the adapter refuses when no key matches the question
-        well; the cited text may still answer it). Fused answers are a few tokens, so they are
-        generated whole before the first piece is yielded."""
+        well; the cited text may still answer it). The text path answers too when ``evidence`` (the
+        best recalled memory, an earlier turn that outranks every fact) does not contain the fused
+        answer: the adapter reads facts only, and fuses the nearest one even when the question is
+        answered by something said that no fact holds ("What is my dog called?" -> the user's name).
+        Fused answers are a few tokens, so they are generated whole before the first piece is yielded."""
         self.fell_back = False
         if tokens is None:
             yield from llm.stream(messages, max_new_tokens=max_new_tokens)
             return
         answer = "".join(llm.stream(messages, max_new_tokens=max_new_tokens, knowledge=tokens))
-        if cited and (is_refusal(answer) or self.mid_chain(answer)):
+        off_evidence = evidence is not None and normalize_name(answer) not in normalize_name(evidence)
+        if cited and (is_refusal(answer) or self.mid_chain(answer) or off_evidence):
             self.fell_back = True
             yield from llm.stream(messages, max_new_tokens=max_new_tokens)
             return

@@ -76,6 +76,9 @@ class RecallConfig:
     walk_factor: float = 0.2
     # score factor of an episode all of whose facts were superseded or retracted
     superseded_factor: float = 0.1
+    # a human turn scoring at least this share of the best memory is evidence a fused answer must be
+    # found in, else the text path answers (agent.fuser.Fuser.stream): the adapter reads facts only
+    evidence_ratio: float = 0.8
     # episodes put in the prompt next to the facts (a 135M model reads few well)
     prompt_episodes: int = 3
     # characters of an episode shown in the prompt: the window of sentences that best matches the query
@@ -90,7 +93,7 @@ class RecallConfig:
             raise BadInputError(f"recall k={self.k} and candidates={self.candidates} must be >= 1")
         if self.snippet_chars < 40:
             raise BadInputError(f"recall snippet_chars={self.snippet_chars} must be >= 40")
-        for name in ("session_weight", "neighbour_weight", "superseded_factor", "walk_factor"):
+        for name in ("session_weight", "neighbour_weight", "superseded_factor", "walk_factor", "evidence_ratio"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise BadInputError(f"recall {name}={v!r} must be a number in [0, 1]")

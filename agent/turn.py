@@ -96,7 +96,8 @@ def take_turn(agent: Agent, text: str, now: float | None = None) -> Iterator[str
                     messages = prompt_for(agent, text, turn, used, agent._history, snippets)
                     knowledge = agent.fuser.tokens([u.fact for u in used], asked_form(agent, text, turn))
                     stream = agent.fuser.stream(agent.llm, messages, limits.max_new_tokens, knowledge,
-                                                cited=bool(used) and agent.fuser.cites_text)
+                                                cited=bool(used) and agent.fuser.cites_text,
+                                                evidence=leading_episode(memories, agent.config.recall.evidence_ratio))
                 held = plan is not None and plan.action is support.Action.ANSWER  # checked whole, then given
                 try:
                     for piece in stream:
@@ -239,6 +240,20 @@ def for_prompt(agent: Agent, text: str, memories: Sequence[Memory]) -> tuple[lis
     eps = [m for m in memories if m.episode is not None and m.text != text and not m.stale
            and (mine or m.role != "assistant")]
     return used, [dated(m, agent.user, text, cfg.snippet_chars) for m in eps[: cfg.prompt_episodes]]
+
+
+def leading_episode(memories: Sequence[Memory], ratio: float) -> str | None:
+    """The text of the best human turn recalled when it scores at least ``ratio`` of the best memory
+    (an earlier turn about as relevant as any fact), else None."""
+    if not memories:
+        return None
+    best = memories[0].score
+    for m in memories:
+        if m.score < ratio * best:
+            return None
+        if m.episode is not None and not m.stale and m.role != "assistant":
+            return m.text
+    return None
 
 
 def dated(m: Memory, user: str, query: str, max_chars: int) -> str:
