@@ -7,7 +7,8 @@ retriever, MCP and the server. Stages, each kept only where the dev benchmark
 1. hybrid candidates: ``KnowledgeBase.search`` over facts and episodes (FAISS cosine + FTS5 BM25 +
    graph expansion, reciprocal-rank fused) on the query with the dialogue state's references spelled out;
 2. the fact retriever's facts (entity walk, relation cues, confidence) merged in;
-3. supersession: an episode whose facts were all superseded or retracted sinks below current ones;
+3. supersession: an episode whose facts were all superseded or retracted sinks below current ones,
+   and one that taught a fact the user had forgotten is not recalled;
 4. time: nothing said after ``now`` is recalled;
 5. session aggregation: a turn gains a share of the best other hits of its session;
 6. neighbour expansion: the turns next to the best hits (question and answer often span an exchange).
@@ -42,6 +43,8 @@ class Memory:
     position: int | None = None
     why: str = "search"  # "search", "entity:mary", "neighbour of e_...", ...
     stale: bool = False  # an episode whose facts were all superseded or retracted since
+    fact_rank: int | None = None  # the fact retriever's rank (1 = best) when it chose this fact: the prompt
+    # cites facts in that order (relation cues, confidence), measured on the scenario set
     fact: Fact | None = None
     episode: Episode | None = None
 
@@ -147,12 +150,12 @@ class Recaller:
             elif h.episode is not None:
                 offer(episode_memory(h.episode, score, "search"))
         searched = {h.fact.id: score for h, score in zip(hits, scored) if h.fact is not None}
-        for f, score, why in facts:
+        for rank, (f, score, why) in enumerate(facts, start=1):
             # the retriever's score adds the walk around the question's entities ("my" reaches every
             # fact about the user) and relation cues: context for ranking facts among themselves, so it
             # counts at walk_factor next to the joint search and cannot bury the turn that answers
             m = fact_memory(f, searched.get(f.id, 0.0) + cfg.walk_factor * score, why)
-            found[m.id] = m
+            found[m.id] = replace(m, fact_rank=rank)
         if now is not None:
             found = {i: m for i, m in found.items() if m.time <= now}
         found = self._demote_superseded(found, now)
@@ -193,7 +196,9 @@ class Recaller:
             return found
         out = dict(found)
         for eid, facts in taught.items():
-            if facts and not any(_current(f, now) for f in facts):
+            if any(f.status.value == "forgotten" for f in facts):
+                del out[eid]  # the user asked to forget what it taught: its words go too
+            elif facts and not any(_current(f, now) for f in facts):
                 out[eid] = replace(out[eid], score=out[eid].score * self.config.superseded_factor, stale=True)
         return out
 
@@ -232,7 +237,7 @@ def _current(f: Fact, now: float | None) -> bool:
     """Whether ``f`` held at ``now`` (default: holds today)."""
     if now is None:
         return f.status.value == "active"
-    return f.status.value != "forgotten" and f.valid_from <= now and (f.valid_to is None or f.valid_to > now)
+    return f.valid_from <= now and (f.valid_to is None or f.valid_to > now)
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -13,7 +12,8 @@ from agent.feedback import Candidate, FeedbackSignal
 from agent.fuser import FusedFact
 from agent.intent import Intent
 from agent.llm import Message
-from agent.memory import Memory, snippet
+from agent.citation import leading_episode, snippets
+from agent.memory import Memory
 from agent.preference import PreferenceMatch, find_preferences
 from agent.preference import acknowledge as acknowledge_preferences
 from agent.preference import apply as apply_preferences
@@ -228,39 +228,12 @@ def recall_for(agent: Agent, text: str, turn: Turn, k: int, now: float | None = 
 
 
 def for_prompt(agent: Agent, text: str, memories: Sequence[Memory]) -> tuple[list[UsedFact], list[str]]:
-    """The recalled facts that fit the prompt (numbered) and dated snippets of the best episodes (the
-    turn a fact came from too: an extracted fact can lose what the question asks, 'his name is Biscuit')."""
-    facts = [m for m in memories if m.fact is not None][: agent.config.retrieval.k]
+    """The recalled facts that fit the prompt (numbered) and dated snippets of the best episodes."""
+    chosen = sorted((m for m in memories if m.fact_rank is not None), key=lambda m: m.fact_rank)
+    facts = (chosen or [m for m in memories if m.fact is not None])[: agent.config.retrieval.k]
     facts = facts[: len(fit_facts([m.fact for m in facts], agent.config.prompt.fact_token_budget))]
     used = [UsedFact(i, m.fact, m.score, m.why) for i, m in enumerate(facts, start=1)]
-    cfg = agent.config.recall
-    # the assistant's own turns are no evidence about the user's world: shown only when the question
-    # asks what the assistant said ("what did you recommend?")
-    mine = bool(_ASKS_ASSISTANT.search(text))
-    eps = [m for m in memories if m.episode is not None and m.text != text and not m.stale
-           and (mine or m.role != "assistant")]
-    return used, [dated(m, agent.user, text, cfg.snippet_chars) for m in eps[: cfg.prompt_episodes]]
-
-
-def leading_episode(memories: Sequence[Memory], ratio: float) -> str | None:
-    """The text of the best human turn recalled when it scores at least ``ratio`` of the best memory
-    (an earlier turn about as relevant as any fact), else None."""
-    if not memories:
-        return None
-    best = memories[0].score
-    for m in memories:
-        if m.score < ratio * best:
-            return None
-        if m.episode is not None and not m.stale and m.role != "assistant":
-            return m.text
-    return None
-
-
-def dated(m: Memory, user: str, query: str, max_chars: int) -> str:
-    """'On 2024-05-01 you (the assistant) said: ...' for the prompt: when, who, and the best window."""
-    day = datetime.fromtimestamp(m.time).strftime("%Y-%m-%d")
-    who = "you said" if m.role == "assistant" else "I said" if m.role == "user" else f"{m.speaker} said"
-    return f"On {day} {who}: {snippet(m.text, query, max_chars)}"
+    return used, snippets(memories, text, agent.config.recall)
 
 
 def _store_reply(agent: Agent, turn: Turn, reply: str) -> None:
@@ -398,7 +371,6 @@ def _acknowledge(learned: list[Fact], superseded: list[Fact], retracted: list[Fa
     return " ".join(parts)
 
 
-_ASKS_ASSISTANT = re.compile(r"(?i)\b(?:you|your|yours|yourself)\b")
 _ASKS_IDENTITY = re.compile(r"(?i)\b(?:who|whom|name|called)\b")
 _FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")

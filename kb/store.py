@@ -273,8 +273,9 @@ class KnowledgeBase:
             return self._views.history(fact_id)
 
     def facts_from_episodes(self, episode_ids: Sequence[str]) -> dict[str, list[Fact]]:
-        """The facts learned from each episode, current and past (forgotten ones left out): recall uses
-        it so that an utterance whose facts were superseded cannot outrank what superseded them."""
+        """The facts learned from each episode, current, past and forgotten: recall uses it so that an
+        utterance whose facts were superseded cannot outrank what superseded them, and one whose facts
+        the user had forgotten is not recalled at all."""
         with self._mutex:
             return self._views.facts_from_episodes(episode_ids)
 

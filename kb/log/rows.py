@@ -138,12 +138,11 @@ class RowsMixin:
         ).fetchall()
 
     def facts_learned_from(self, episode_ids: Sequence[str]) -> list[Fact]:
-        """Facts (not forgotten) with a source citing one of these episodes, oldest first."""
+        """Facts (any status, forgotten ones too) with a source citing one of these episodes, oldest first."""
         if not episode_ids:
             return []
         q = ",".join("?" * len(episode_ids))
-        return self._facts(
-            f"status!='forgotten' AND id IN (SELECT fact_id FROM sources WHERE episode_id IN ({q}))", list(episode_ids))
+        return self._facts(f"id IN (SELECT fact_id FROM sources WHERE episode_id IN ({q}))", list(episode_ids))
 
     def history_of(self, fact_ids: Sequence[str]) -> list[tuple[int, float, str, str, str | None]]:
         q = ",".join("?" * len(fact_ids))
