@@ -19,6 +19,8 @@ GENERIC = "You haven't told me that yet."
 _AUX = frozenset({"do", "does", "did", "am", "is", "are", "was", "were", "have", "has", "can", "will"})
 _WH = frozenset({"what", "where", "when", "who", "whom", "whose", "which", "how", "why"})
 _SWAP = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "am": "are", "i'm": "you're"}
+_SWAP_BACK = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "am": "are",
+              "i'm": "you're", "i've": "you've", "i'll": "you'll", "i'd": "you'd"}
 _DET = frozenset({"my", "your", "his", "her", "our", "their", "the", "a", "an"})
 _MODIFIERS = frozenset({"best", "older", "younger", "little", "big", "full", "last", "first", "middle", "favorite",
                         "favourite", "current", "home", "phone", "email", "new", "old", "eldest", "oldest", "youngest"})
@@ -116,6 +118,9 @@ def second_person(text: str, name: str) -> str:
     """A memory about the user told back to them: "Sam's sister is Mary." -> "Your sister is Mary.",
     "Sam lives in Lisbon." -> "You live in Lisbon."; others' memories are returned as they are."""
     t = text.strip()
+    if re.match(r"(?i)(?:i|my|i'm|i've)\b", t):  # the user's own words: "I adopted..." -> "You adopted..."
+        t = re.sub(r"(?i)\byou was\b", "you were", " ".join(_SWAP_BACK.get(w.lower(), w) for w in t.split()))
+        return t[:1].upper() + t[1:]
     if not name:
         return t
     n = re.escape(name)

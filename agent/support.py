@@ -81,6 +81,9 @@ class Plan:
     support: tuple[str, ...] = ()  # texts an answer may draw its claims from (memories, question, name)
     fallback: str = ""  # the best supporting memory in the second person ("You live in Lisbon.")
     uncovered: tuple[str, ...] = field(default=(), compare=False)  # question words no memory covers
+    # a name question ("what is my dog called?"): the names the memories give; an answer naming none
+    # of them is replaced by the fallback ("Sam's dog is a Greyhound." names the breed, not the dog)
+    names: tuple[str, ...] = ()
 
 
 # Words a question uses for what a relation's words mean (relation parts are matched as they are too).
@@ -175,9 +178,12 @@ def plan(question: Question, memories: Sequence[Evidence], nlp, config: SupportC
     if not ok:
         return Plan(Topic.USER, Action.ABSTAIN, abstention(question.text, question.language), support,
                     uncovered=uncovered)
+    names = _asked_names(question.text, answering)
+    if names:  # the fallback for a name question is the memory that says the name
+        answering = [m for m in answering if any(n in m.text for n in names)] or answering
     best = max(answering, key=lambda m: (len(words & _covered(m, nlp)), m.score), default=None)
     return Plan(Topic.USER, Action.ANSWER, support=support,
-                fallback=second_person(best.text, question.name) if best else "")
+                fallback=second_person(best.text, question.name) if best else "", names=names)
 
 
 def ground(answer: str, p: Plan, nlp, config: SupportConfig | None = None,
@@ -189,6 +195,8 @@ def ground(answer: str, p: Plan, nlp, config: SupportConfig | None = None,
         return answer
     found = claims(answer, p.support, nlp, grounding)
     bad = [c for c in found if not c.supported]
+    if p.names and p.fallback and not any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", answer) for n in p.names):
+        return p.fallback
     if not bad:
         return answer
     first = bad[0].first_missing
@@ -197,6 +205,17 @@ def ground(answer: str, p: Plan, nlp, config: SupportConfig | None = None,
     if len(cut.split()) >= cfg.min_cut_words and not unsupported(cut, p.support, nlp, grounding):
         return cut
     return p.fallback or cut or answer
+
+
+_NAME_QUESTION = re.compile(r"(?i)\b(?:name|called|named|call)\b")
+_NAME_VALUE = re.compile(r"(?:name is|named|called)\s+([A-Z][\w'-]+)")
+
+
+def _asked_names(question: str, memories: Sequence[Evidence]) -> tuple[str, ...]:
+    """For a question asking a name, the names the memories state ("his name is Biscuit" -> Biscuit)."""
+    if not _NAME_QUESTION.search(question):
+        return ()
+    return tuple(dict.fromkeys(n for m in memories for n in _NAME_VALUE.findall(m.text)))
 
 
 def answer_plan(memories: Sequence[str], asked: str, name: str) -> Plan:

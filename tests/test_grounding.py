@@ -88,6 +88,15 @@ def test_second_person_rephrases_the_users_own_memories():
     assert second_person("Sam lives in Lisbon.", "Sam") == "You live in Lisbon."
     assert second_person("Sam's sister is Mary.", "Sam") == "Your sister is Mary."
     assert second_person("Mary lives in Rome.", "Sam") == "Mary lives in Rome."
+    assert second_person("I was born in Porto.", "Sam") == "You were born in Porto."  # the user's own words
+
+
+def test_a_name_question_answered_without_the_name_gets_the_memory_that_says_it(nlp):
+    memory = Evidence("I adopted a rescue greyhound last week, his name is Biscuit.", "", "", "")
+    p = plan(_q("What is my dog called?"), [memory], nlp)
+    assert p.names == ("Biscuit",)
+    assert ground("Sam's dog is a Greyhound.", p, nlp) == "You adopted a rescue greyhound last week, his name is Biscuit."
+    assert ground("Your dog is called Biscuit.", p, nlp) == "Your dog is called Biscuit."
 
 
 def _q(text: str, first: bool = True, world: tuple[str, ...] = ()) -> Question:
