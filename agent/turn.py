@@ -65,6 +65,7 @@ def take_turn(agent: Agent, text: str, now: float | None = None) -> Iterator[str
         pieces: list[str] = []
         gen_time = 0.0
         written = bool(prefs.changes) and not triples  # a preference is no world fact: no episode either
+        remembered = not written and turn.intent not in (Intent.COMMAND, Intent.FEEDBACK)  # the reply too
         try:
             if (triples and turn.intent in (Intent.STATEMENT, Intent.CORRECTION)
                     and agent.config.template_acknowledgements):
@@ -121,7 +122,7 @@ def take_turn(agent: Agent, text: str, now: float | None = None) -> Iterator[str
                 learned, superseded, retracted = write_back(agent, text, turn, triples)
             reply_text = "".join(pieces).strip()
             turn.reply = reply_text
-            if reply_text and agent.config.store_episodes:
+            if reply_text and remembered and agent.config.store_episodes:
                 _store_reply(agent, turn, reply_text)
             agent._history = trim_history(agent._history + [Exchange(text, reply_text)],
                                           agent.config.prompt.history_turns)

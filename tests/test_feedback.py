@@ -197,12 +197,15 @@ def test_bad_rating_of_an_acknowledgement_lowers_what_was_stored_and_regenerates
 def test_retrieval_ranks_equally_relevant_facts_by_confidence(agent, llm):
     a = agent.chat("My favorite food is sushi.").learned_facts[0]
     b = agent.chat("My favorite drink is tea.").learned_facts[0]
+    def facts_cited() -> list[str]:  # the numbered fact lines, not the dated snippets of earlier turns
+        return [line for line in fact_lines(llm.last_messages) if " said: " not in line]
+
     agent.chat("What do I like?")
-    order = fact_lines(llm.last_messages)
+    order = facts_cited()
     first = a if "sushi" in order[0] else b
     agent.kb.set_confidence(first.id, 0.1)
     agent.chat("What do I like?")
-    assert first.text.rstrip(".") in fact_lines(llm.last_messages)[-1]
+    assert first.text.rstrip(".") in facts_cited()[-1]
 
 
 # --------------------------------------------------------------------------- re-ranking and rounds
