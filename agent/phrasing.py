@@ -133,5 +133,4 @@ def second_person(text: str, name: str) -> str:
         stem = m.group(1) + ("y" if m.group(2) == "ies" else "e" if m.group(2) == "es" and not re.search(
             r"(?:s|x|z|ch|sh|o)$", m.group(1)) else "")
         t = f"You {stem}" + t[m.end():]
-    t = re.sub(rf"\b{n}\b", "you", t)
     return t[:1].upper() + t[1:] if t else t

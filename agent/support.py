@@ -334,6 +334,8 @@ def records(agent, text: str, turn, memories) -> tuple[Question, list[Evidence]]
     lang = profile.language.value if profile.language is not None else None
     q = Question(text, asked_form(agent, text, turn), display_name(profile), first, tuple(world), lang)
     ev = []
+    if profile.call_me:  # "call me Sam" is the user's own word on their name
+        ev.append(Evidence(f"Your name is {profile.call_me}.", "name", me, profile.call_me))
     for m in memories:
         if m.fact is not None:
             ev.append(Evidence(m.fact.text, m.fact.relation, m.fact.subject, m.fact.object, m.score))
