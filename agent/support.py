@@ -69,6 +69,9 @@ class Question:
     first_person: bool  # the dialogue state found the user in it (I, my, me...)
     world_entities: tuple[str, ...] = ()  # entities of the user's world it names (KB-linked, resolved)
     language: str | None = None  # the profile's answer language (None: English)
+    # a LoRA adapter trained on the user's facts is on: the weights remember what the KB may not hold
+    # (kgrow learn), so memory's silence is no reason to abstain and the answer is not cut
+    weights_remember: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Plan:
     # a name question ("what is my dog called?"): the names the memories give; an answer naming none
     # of them is replaced by the fallback ("Sam's dog is a Greyhound." names the breed, not the dog)
     names: tuple[str, ...] = ()
+    checked: bool = True  # cut the answer at its first unsupported claim (off when the weights remember)
 
 
 # Words a question uses for what a relation's words mean (relation parts are matched as they are too).
@@ -161,6 +165,8 @@ def plan(question: Question, memories: Sequence[Evidence], nlp, config: SupportC
         return Plan(Topic.USER, Action.ANSWER, support=support)
     if topic(question) is Topic.GENERAL:
         return Plan(Topic.GENERAL, Action.BARE)
+    if question.weights_remember:
+        return Plan(Topic.USER, Action.ANSWER, support=support, checked=False)
     doc = nlp(question.text)
     required, optional, wh = _topic_words(doc, question.name)
     covers = [_covered(m, nlp) for m in memories]
@@ -191,7 +197,7 @@ def ground(answer: str, p: Plan, nlp, config: SupportConfig | None = None,
     """``answer`` cut before its first unsupported claim (at a clause boundary), or the plan's fallback
     memory when too little would be left; unchanged when every claim is supported or for BARE plans."""
     cfg = config or SupportConfig()
-    if p.action is not Action.ANSWER or not cfg.cut_unsupported or not answer.strip():
+    if p.action is not Action.ANSWER or not p.checked or not cfg.cut_unsupported or not answer.strip():
         return answer
     found = claims(answer, p.support, nlp, grounding)
     bad = [c for c in found if not c.supported]
@@ -332,7 +338,9 @@ def records(agent, text: str, turn, memories) -> tuple[Question, list[Evidence]]
         if any(f.subject == ent or (f.object == ent and f.relation in _PERSON_RELATIONS) for f in facts):
             world.append(ent)
     lang = profile.language.value if profile.language is not None else None
-    q = Question(text, asked_form(agent, text, turn), display_name(profile), first, tuple(world), lang)
+    handle = getattr(agent, "adapter", None)
+    q = Question(text, asked_form(agent, text, turn), display_name(profile), first, tuple(world), lang,
+                 bool(handle is not None and handle.active))
     ev = []
     if profile.call_me:  # "call me Sam" is the user's own word on their name
         ev.append(Evidence(f"Your name is {profile.call_me}.", "name", me, profile.call_me))
