@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.eval_grounded import judge, support_texts  # noqa: E402
 from agent.ingest import ChatTurn, parse_time  # noqa: E402
 from agent.loop import Agent, AgentConfig  # noqa: E402
 from agent.memory import RecallConfig  # noqa: E402
@@ -165,6 +166,9 @@ def run(args) -> dict:
                     reply = agent.chat(item["question"], now=now)
                     row["answer"] = reply.text
                     row["correct"] = float(normalise(str(item["answer"])) in normalise(reply.text))
+                    g = judge(reply.text, bool(row["correct"]), support_texts(reply, item["question"], "user"), nlp)
+                    row["grounded"] = float(g.grounded)
+                    row["unsupported"] = list(g.unsupported)
                 rows.append(row)
             finally:
                 agent.close()
@@ -196,13 +200,16 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
         answered = [r for r in rs if "correct" in r]
         if answered:
             s["answer_acc"] = float(np.mean([r["correct"] for r in answered]))
+            s["grounded"] = float(np.mean([r["grounded"] for r in answered]))
+            s["unsupported_claims"] = float(np.mean([bool(r["unsupported"]) for r in answered]))
         s["latency_p50_ms"] = float(np.percentile([r["latency_ms"] for r in rs], 50))
         out[name] = s
     return out
 
 
 def print_table(summary: dict[str, dict[str, float]]) -> None:
-    cols = ["scored"] + METRICS + (["answer_acc"] if any("answer_acc" in s for s in summary.values()) else [])
+    answers = ["answer_acc", "grounded", "unsupported_claims"]
+    cols = ["scored"] + METRICS + (answers if any("answer_acc" in s for s in summary.values()) else [])
     cols.append("latency_p50_ms")
     print("| type | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
