@@ -19,7 +19,7 @@ from agent.profile import Profile, ProfileConfig, ProfileStore, known_slots
 from agent.prompt import Exchange, PromptConfig, trim_history
 from agent.fuser import AgentFusionConfig, FusedFact, Fuser
 from agent.fusion import FusionMode
-from agent.ingest import ASSISTANT, ChatTurn, IngestReport, Ingestor, Progress
+from agent.ingest import ASSISTANT, IngestReport, Ingestor, Progress
 from agent.memory import Memory, RecallConfig, Recaller
 from agent.retrieval import RetrievalConfig, Retriever, UsedFact
 from agent.state import DialogueState, StateTracker, Turn
