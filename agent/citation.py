@@ -17,8 +17,18 @@ def snippets(memories: Sequence[Memory], text: str, cfg: RecallConfig) -> list[s
     question asks what the assistant said ("what did you recommend?")."""
     mine = bool(_ASKS_ASSISTANT.search(text))
     eps = [m for m in memories if m.episode is not None and m.text != text and not m.stale
-           and (mine or m.role != "assistant")]
+           and not only_asks(m.text) and (mine or m.role != "assistant")]
     return [dated(m, text, cfg.snippet_chars) for m in eps[: cfg.prompt_episodes]]
+
+
+def only_asks(text: str) -> bool:
+    """An earlier turn that is one question and tells nothing ("Where do I live?"): recalled, since it
+    shows what was asked when, but no evidence for an answer."""
+    t = text.strip()
+    return t.endswith("?") and not _SENTENCE_END.search(t[:-1])
+
+
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
 
 def dated(m: Memory, query: str, max_chars: int) -> str:
@@ -37,6 +47,6 @@ def leading_episode(memories: Sequence[Memory], ratio: float) -> str | None:
     for m in memories:
         if m.score < ratio * best:
             return None
-        if m.episode is not None and not m.stale and m.role != "assistant":
+        if m.episode is not None and not m.stale and m.role != "assistant" and not only_asks(m.text):
             return m.text
     return None

@@ -132,3 +132,14 @@ def test_a_natural_remark_is_answered_in_a_new_session(tmp_path, said, asked, va
     with _told_then_asked(tmp_path, said, asked) as agent:
         reply = agent.chat(asked)
         assert value.lower() in reply.text.lower(), reply.text
+
+
+def test_an_earlier_question_is_recalled_but_never_cited_as_evidence(agent_factory):
+    llm = ScriptedLLM()
+    agent = agent_factory("sam", llm)
+    agent.chat("My favourite colour is green.")
+    agent.chat("What is my favourite colour?")
+    agent.reset_session()
+    reply = agent.chat("Do you remember my favourite colour?")
+    assert any(m.text == "What is my favourite colour?" for m in reply.memories)
+    assert "What is my favourite colour?" not in llm.last_user_message
