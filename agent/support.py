@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.errors import BadInputError
 from agent.grounding import GroundingConfig, claims, unsupported
@@ -184,12 +184,19 @@ def plan(question: Question, memories: Sequence[Evidence], nlp, config: SupportC
     if not ok:
         return Plan(Topic.USER, Action.ABSTAIN, abstention(question.text, question.language), support,
                     uncovered=uncovered)
-    names = _asked_names(question.text, answering)
-    if names:  # the fallback for a name question is the memory that says the name
+    fallback, names = _fallback(question.text, question.name, answering, words, nlp)
+    return Plan(Topic.USER, Action.ANSWER, support=support, fallback=fallback, names=names)
+
+
+def _fallback(question: str, name: str, answering: Sequence[Evidence], words: frozenset[str],
+              nlp) -> tuple[str, tuple[str, ...]]:
+    """(the memory covering most of the question's ``words`` in the second person, the names a name
+    question's memories state); for a name question the fallback is a memory that says the name."""
+    names = _asked_names(question, answering)
+    if names:
         answering = [m for m in answering if any(n in m.text for n in names)] or answering
     best = max(answering, key=lambda m: (len(words & _covered(m, nlp)), m.score), default=None)
-    return Plan(Topic.USER, Action.ANSWER, support=support,
-                fallback=second_person(best.text, question.name) if best else "", names=names)
+    return (second_person(best.text, name) if best else ""), names
 
 
 def ground(answer: str, p: Plan, nlp, config: SupportConfig | None = None,
@@ -224,11 +231,37 @@ def _asked_names(question: str, memories: Sequence[Evidence]) -> tuple[str, ...]
     return tuple(dict.fromkeys(n for m in memories for n in _NAME_VALUE.findall(m.text)))
 
 
-def answer_plan(memories: Sequence[str], asked: str, name: str) -> Plan:
+def answer_plan(facts: Sequence, asked: str, name: str, nlp=None) -> Plan:
     """An ANSWER plan for candidates of an answer (feedback regenerations): their claims may come from
-    ``memories``, the question as ``asked`` and the user's ``name``. No fallback: a candidate with nothing
-    to keep before its first unsupported claim stays as it is, for the re-ranker to judge."""
-    return Plan(Topic.USER, Action.ANSWER, support=tuple(memories) + (asked, name))
+    the cited ``facts`` (kb Facts or Evidence, best first), the question as ``asked`` and the user's
+    ``name``. With ``nlp`` a candidate is grounded as a chat answer is: one with nothing to keep before
+    its first unsupported claim, or a name question's candidate naming none of the names the facts
+    state, becomes the fact covering the question best, in the second person; without ``nlp`` such a
+    candidate stays as it is."""
+    ev = [f if isinstance(f, Evidence) else Evidence(f, "", "", "", -i) if isinstance(f, str)
+          else Evidence(f.text, f.relation, f.subject, f.object, -i) for i, f in enumerate(facts)]
+    support = tuple(m.text for m in ev) + (asked, name)
+    if nlp is None or not ev:
+        return Plan(Topic.USER, Action.ANSWER, support=support)
+    required, optional, _ = _topic_words(nlp(asked), name)
+    topical = required | optional
+    answering = [m for m in ev if topical & _covered(m, nlp)] or ev
+    words = required or optional
+    fallback, names = _fallback(asked, name, answering, words, nlp)
+    return Plan(Topic.USER, Action.ANSWER, support=support, fallback=fallback, names=names)
+
+
+def ground_candidates(candidates: Sequence, p: Plan, nlp, config: SupportConfig | None = None) -> list:
+    """Candidate answers (anything with a ``text`` field) grounded for the re-ranker: each is cut at its
+    first unsupported claim as ``ground`` cuts a chat answer; those that could only be replaced by the
+    plan's fallback memory drop out while the model wrote a grounded one, else the first stays as the
+    fallback (re-ranking by support: the re-ranker chooses among grounded answers only)."""
+    own, fallen = [], []
+    for c in candidates:
+        text = ground(c.text, p, nlp, config)
+        target = fallen if p.fallback and text == p.fallback and c.text != p.fallback else own
+        target.append(replace(c, text=text))
+    return own or fallen[:1]
 
 
 _BOUNDARY = re.compile(r"[.!?](?=\s)|[,;:(]|\s-\s|\s(?:and|but|which|who|that|where|because|so|or|based)\s")

@@ -152,24 +152,25 @@ def answer_candidates(agent: Agent, messages: list[Message], signal: FeedbackSig
     feedback = [(asked, signal.vector, "")] if asked else []
     tokens = agent.fuser.tokens([u.fact for u in used], asked or "", feedback)
 
-    grounding = support.answer_plan([u.fact.text for u in used], asked or "", display_name(agent.profile))
+    grounding = support.answer_plan([u.fact for u in used], asked or "", display_name(agent.profile),
+                                    agent.tracker.nlp)
 
     def sample(n: int, seed: int) -> list[Candidate]:
-        found = generate_candidates(agent.llm, messages, n=n, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
-                                    max_sentences=limits.max_sentences, seed=seed)
-        # each candidate cut at its first unsupported claim (agent/support.py), before the re-ranker sees it
-        return [replace(c, text=support.ground(c.text, grounding, agent.tracker.nlp, _support_config(agent)))
-                for c in found]
+        return generate_candidates(agent.llm, messages, n=n, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   max_new_tokens=limits.max_new_tokens or cfg.max_new_tokens,
+                                   max_sentences=limits.max_sentences, seed=seed)
+
+    def grounded(found: list[Candidate]) -> list[Candidate]:  # all grounded (agent/support.py) before re-ranking
+        return support.ground_candidates(found, grounding, agent.tracker.nlp, _support_config(agent))
 
     seed = cfg.seed + signal.round
     if tokens is None:
-        return sample(cfg.candidates, seed)
+        return grounded(sample(cfg.candidates, seed))
     plain = sample(max(1, cfg.candidates // 2), seed)
     with agent.fuser.around(messages, tokens):
         fused = [replace(c, fused=True) for c in sample(max(1, cfg.candidates - cfg.candidates // 2), seed + 1000)]
     seen = {c.text for c in plain}
-    return plain + [c for c in fused if c.text not in seen]
+    return grounded(plain + [c for c in fused if c.text not in seen])
 
 
 def _spell_out(agent: Agent, text: str, turn: Turn) -> str:

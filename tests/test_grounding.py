@@ -6,7 +6,8 @@ import pytest
 from agent.eval_grounded import is_abstention, judge
 from agent.grounding import GroundingConfig, grounded, support_keys, unsupported
 from agent.phrasing import abstention, second_person
-from agent.support import Action, Evidence, Plan, Question, SupportConfig, Topic, cut_before, ground, plan, topic
+from agent.support import (Action, Evidence, Plan, Question, SupportConfig, Topic, answer_plan, cut_before, ground,
+                           ground_candidates, plan, topic)
 
 # (answer, support: memories + question, the unsupported claims a person finds), labelled by hand.
 # The first block is every answer quoted in issue 14; the feedback ones are the eval's first regenerations.
@@ -148,6 +149,34 @@ def test_ground_cuts_at_the_first_unsupported_claim(nlp):
         "Sam's sister is Mary.", "Mary lives in Rome.")), nlp) == "Your sister Mary lives in Rome."
     off = SupportConfig(cut_unsupported=False)
     assert ground("Lena was born in Graz, Croatia.", p, nlp, off) == "Lena was born in Graz, Croatia."
+
+
+def test_feedback_candidates_are_grounded_like_chat_answers(nlp):
+    # the feedback eval's ungrounded first regenerations: an invention before the corrected value leaves
+    # no clause to keep, so the candidate becomes the fact covering the question, told back to the user
+    berlin = answer_plan([Evidence("Ana lives in Berlin.", "lives_in", "ana", "berlin"),
+                          Evidence("Ana's friend is Bo.", "friend", "ana", "bo")], "Where does Ana live?", "Ana", nlp)
+    assert ground('Ana is a fictional character from the movie "The Masked Laundress" and she lives in Berlin.',
+                  berlin, nlp) == "You live in Berlin."
+    assert ground("Ana lives in Berlin.", berlin, nlp) == "Ana lives in Berlin."  # grounded: left alone
+    pizza = answer_plan([Evidence("Dev's favorite food is pizza.", "favorite_food", "dev", "pizza")],
+                        "What is Dev's favorite food?", "Dev", nlp)
+    assert ground("Pizza is a type of Italian food that's often enjoyed around the world.", pizza,
+                  nlp) == "Your favorite food is pizza."
+    # a name question answered with no name its facts state (here the old, corrected one) gets the fact
+    cat = answer_plan([Evidence("Tia's cat is called Nala.", "pet_name", "tia", "nala")],
+                      "What is Tia's cat's name?", "Tia", nlp)
+    assert cat.names == ("Nala",)
+    assert ground("Tia's cat is a cat named Luna.", cat, nlp) == "Your cat is called Nala."
+    # the re-ranker sees the model's grounded candidates; the fallback only when none is grounded
+    texts = lambda cs: [c.text for c in cs]  # noqa: E731
+    mixed = [Evidence("Ana lives in Paris.", "", "", ""), Evidence("Berlin is Ana's home.", "", "", "")]
+    assert texts(ground_candidates(mixed, berlin, nlp)) == ["Berlin is Ana's home."]
+    invented = [Evidence("Ana lives in Paris.", "", "", ""), Evidence("Ana lives in Rome.", "", "", "")]
+    assert texts(ground_candidates(invented, berlin, nlp)) == ["You live in Berlin."]
+    # without the pipeline (or facts) there is no fallback: the candidate stays for the re-ranker
+    bare = answer_plan(["Ana lives in Berlin."], "Where does Ana live?", "Ana")
+    assert bare.fallback == "" and ground("Pizza is Italian.", bare, nlp) == "Pizza is Italian."
 
 
 def test_cut_before_keeps_whole_clauses():
