@@ -275,25 +275,63 @@ def test_unknown_metadata_format_is_refused(tmp_path):
 # --------------------------------------------------------------------------- a tiny real model
 
 
-@pytest.fixture(scope="session")
-def tiny_model(model_cache, tmp_path_factory) -> Path:
-    """A 2-layer Llama with random weights and SmolLM2's tokenizer and chat template, saved as a model dir.
+# SmolLM2's chat template, without its default system prompt: the tiny models speak ChatML
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def byte_tokenizer():
+    """A byte-level BPE tokenizer with no merges (259 ids: 256 bytes + ChatML's control tokens).
+
+    Built in milliseconds from the ``tokenizers`` library: reading SmolLM2's tokenizer out of the
+    packaged GGUF takes 15-80 s, and the LoRA mechanics tested on the tiny model do not depend on
+    which vocabulary the model speaks.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>", chat_template=CHATML)
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    return tok
+
+
+def save_tiny_llama(tok, out: Path, max_positions: int) -> Path:
+    """A 2-layer Llama with random weights speaking ``tok``, saved with it as a model directory.
 
     Embeddings start large (initializer_range 0.5) so that its logits can become confident: with the
     usual 0.02 the final RMSNorm caps every logit near 1 and nothing can be learned in a few steps.
     """
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(convert_packaged(LLMConfig(cache_dir=str(model_cache))))
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                       tie_word_embeddings=True, initializer_range=0.5, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    out = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny Llama on the byte-level tokenizer (a byte per token: prompts are ~4x longer)."""
+    return save_tiny_llama(byte_tokenizer(), tmp_path_factory.mktemp("tiny-llama"), max_positions=4096)
+
+
+@pytest.fixture(scope="session")
+def tiny_smollm(model_cache, tmp_path_factory) -> Path:
+    """The tiny Llama on SmolLM2's own tokenizer and chat template (converts the packaged model)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(convert_packaged(LLMConfig(cache_dir=str(model_cache))))
+    return save_tiny_llama(tok, tmp_path_factory.mktemp("tiny-smollm"), max_positions=512)
 
 
 def load_tiny(path: Path) -> CausalLM:
@@ -403,17 +441,18 @@ def test_a_rejected_adapter_is_not_stored_and_the_model_is_left_as_it_was(tiny_m
     assert all(p.requires_grad for p in llm.model.parameters())  # as loaded
 
 
+@pytest.mark.integration  # converts the packaged model for its tokenizer, then trains 60 epochs (~80 s)
 @pytest.mark.xfail(reason="on this machine (transformers 5.24, peft 0.21.2) the random tiny model's adapter "
                           "answers garbled text; fails identically at ceebc12, before this round's changes",
                    strict=False)
-def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_model, tmp_path, cli):
+def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_smollm, tmp_path, cli):
     from agent.loop import Agent
 
     kbdir = make_kb(tmp_path / "kb", THREE)
     # a random 2-layer model needs every projection and many steps to memorise anything, and its
     # "own answers" are noise, so there is nothing to replay; the probes change freely (limit 1)
     everything = ",".join(LLAMA_PROJECTIONS)
-    code, out, err = cli("learn", "--kb", str(kbdir), "--user", "sam", "--model", str(tiny_model), "--device", "cpu",
+    code, out, err = cli("learn", "--kb", str(kbdir), "--user", "sam", "--model", str(tiny_smollm), "--device", "cpu",
                          "--epochs", "60", "--lr", "0.05", "--phrasings", "1", "--batch-size", "1",
                          "--targets", everything, "--replay", "0", "--max-changed", "1", "--json")
     assert code == 0, err
@@ -430,7 +469,7 @@ def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_model, tmp_path,
     # a fresh KB with no facts (one each: a chat stores its turns): whatever the agent knows about Sam
     # now comes from the adapter
     def ask(adapter: str | None) -> tuple[str, Agent]:
-        agent = Agent.open(tmp_path / ("empty-lora" if adapter else "empty"), user="sam", model=str(tiny_model), device="cpu",
+        agent = Agent.open(tmp_path / ("empty-lora" if adapter else "empty"), user="sam", model=str(tiny_smollm), device="cpu",
                            embedder=HashEmbedder(64), adapter=adapter)
         return agent.chat("Where do I live?").text, agent
 
