@@ -64,5 +64,5 @@ def agent_factory(kb_path, nlp):
 
     yield make
     for agent in opened:
-        if not agent.kb._closed:
+        if not agent.kb.closed:
             agent.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import pytest
 from fakes_llm import ScriptedLLM, echo_facts, fact_lines
@@ -293,12 +294,33 @@ def test_max_sentences_stops_a_rambling_model(open_agent):
     assert agent.chat("Another one?").text == ramble
 
 
-def test_timings_are_non_negative(agent, llm):
+class SlowLLM(ScriptedLLM):
+    """Spends a known 20 ms on each streamed piece, so generation time has a floor the timings must show."""
+
+    PAUSE = 0.02
+
+    def stream(self, messages, max_new_tokens=None):
+        for piece in super().stream(messages, max_new_tokens):
+            time.sleep(self.PAUSE)
+            yield piece
+
+
+def test_timings_account_for_the_turn(open_agent):
+    llm = SlowLLM(["Paris is nice.", "You live in Paris.", "You are welcome."])
+    agent = open_agent("alice", llm)
+    generated = 0
     for text in ("I live in Paris.", "Where do I live?", "thanks!"):
-        t = agent.chat(text).timings
-        for name in ("state", "retrieval", "generation", "extraction", "write_back"):
-            assert getattr(t, name) >= 0.0, (text, name)
-        assert t.memory_overhead >= 0.0
+        pieces, start = llm.pieces_yielded, time.perf_counter()
+        r = agent.chat(text)
+        wall = time.perf_counter() - start
+        t, pieces = r.timings, llm.pieces_yielded - pieces
+        # the model's time is booked to generation, not to the memory steps
+        assert t.generation >= pieces * SlowLLM.PAUSE, (text, t)
+        assert t.state > 0 and t.write_back > 0, (text, t)  # every turn parses and writes
+        # the steps do not overlap or count twice: together they fit inside the call
+        assert t.generation + t.memory_overhead <= wall, (text, t, wall)
+        generated += pieces
+    assert generated > 0  # the questions reached the model
 
 
 def test_reply_state_records_what_the_turn_did(agent):

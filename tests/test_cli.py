@@ -1,7 +1,6 @@
 """The `kgrow kb` command line, run in-process (plus one real subprocess for the entry point)."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -16,8 +15,6 @@ from agent.cli.output import Output, jsonable
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 from kb.maintenance import VerifyReport
 
-HAS_EXPORTER = importlib.util.find_spec("kb.exporter") is not None
-HAS_IMPORTER = importlib.util.find_spec("kb.importer") is not None
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -332,7 +329,6 @@ def test_keyboard_interrupt_exits_130(cli, filled, monkeypatch):
 # ---------------------------------------------------------------------------- export / import
 
 
-@pytest.mark.skipif(not HAS_EXPORTER, reason="kb.exporter not written yet")
 def test_export_formats(cli, filled, tmp_path):
     for name, fmt in (("out.jsonl", "jsonl"), ("out.graphml", "graphml"), ("out.json", "nodelink"), ("out.csv", "csv")):
         code, out, err = cli("export", str(tmp_path / name), "--json")
@@ -345,7 +341,6 @@ def test_export_formats(cli, filled, tmp_path):
     assert code == 2 and "--format" in err
 
 
-@pytest.mark.skipif(not (HAS_EXPORTER and HAS_IMPORTER), reason="kb.exporter / kb.importer not written yet")
 def test_export_import_round_trip(cli, filled, tmp_path):
     dump = tmp_path / "dump.jsonl"
     assert cli("export", str(dump))[0] == 0
