@@ -122,7 +122,7 @@ def _processors(llm: CausalLM, prompt_len: int):
 def _stops(llm: CausalLM, prompt_len: int, max_sentences: int):
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from agent.turn import count_sentences
+    from agent.sentences import count_sentences
 
     if not max_sentences:
         return StoppingCriteriaList()

@@ -299,7 +299,7 @@ class FusedModel:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is None:
             ids = kwargs.get("inputs_embeds")
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))  # `cache` since transformers 5.24
         seen = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
         t = ids.shape[1]
         self._positions = self._torch.arange(seen, seen + t, device=self.device)
@@ -329,9 +329,13 @@ class FusedModel:
     @contextlib.contextmanager
     def knowledge(self, tokens: KnowledgeTokens | None) -> Iterator[None]:
         """Fuse ``tokens`` into every forward pass inside the block (none or empty: the base model)."""
-        if tokens is None or len(tokens) == 0:
+        with self.fusing(self.prepare(tokens)):
             yield
-            return
+
+    def prepare(self, tokens: KnowledgeTokens | None):
+        """``tokens`` on the device with their value features computed, for ``fusing`` (None: nothing)."""
+        if tokens is None or len(tokens) == 0:
+            return None
         torch = self._torch
         c = self.adapter.config
         if tokens.keys.shape[1] != c.embed_dim:
@@ -349,8 +353,17 @@ class FusedModel:
                 tok = self.adapter.token_features(torch.as_tensor(ids, device=self.device)[None],
                                                   self.model.get_input_embeddings())
         valid = torch.ones(1, len(tokens), dtype=torch.bool, device=self.device)
-        self._tokens = (keys, feats, query, valid, tokens.start, tok)
         self.last_attention = {}
+        return keys, feats, query, valid, tokens.start, tok
+
+    @contextlib.contextmanager
+    def fusing(self, prepared) -> Iterator[None]:
+        """Fuse what ``prepare`` returned into the forward passes inside the block. Cheap to enter, so a
+        streaming generation enters it around each step and never leaves knowledge set across a yield."""
+        if prepared is None:
+            yield
+            return
+        self._tokens = prepared
         try:
             yield
         finally:

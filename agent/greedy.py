@@ -36,11 +36,14 @@ def greedy_ids(llm, prompts: Sequence[list[int]], max_new_tokens: int,
     import torch
     from transformers import DynamicCache
 
+    from agent.llm import cache_arg
+
     model, tok = llm.model, llm.tokenizer
     penalty = float(getattr(llm.config, "repetition_penalty", 1.0))
     ends = end_tokens(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(ends), 0)
     answers: list[tuple[list[int], bool]] = []
+    kv = cache_arg(model)
     with llm._lock, torch.inference_mode():  # no chat turn may run while the batch decodes
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
@@ -53,7 +56,7 @@ def greedy_ids(llm, prompts: Sequence[list[int]], max_new_tokens: int,
             ids, mask = ids.to(llm.device), mask.to(llm.device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache()
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{kv: cache})
             generated: list[list[int]] = [[] for _ in range(n)]
             done = [False] * n
             for _ in range(max_new_tokens):
@@ -78,7 +81,7 @@ def greedy_ids(llm, prompts: Sequence[list[int]], max_new_tokens: int,
                 step = torch.tensor([[pad if done[i] else int(nxt[i])] for i in range(n)], device=llm.device)
                 mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=mask.device)], dim=1)
                 pos = pos[:, -1:] + 1
-                out = model(input_ids=step, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                            use_cache=True)
+                out = model(input_ids=step, attention_mask=mask, position_ids=pos, use_cache=True,
+                            **{kv: cache})
             answers += list(zip(generated, done))
     return answers

@@ -94,6 +94,14 @@ class LanguageModel(Protocol):
     def last_stats(self) -> GenerationStats: ...
 
 
+def cache_arg(model) -> str:
+    """The name under which ``model``'s forward takes its KV cache: ``cache`` from transformers 5.24 on,
+    where ``past_key_values`` is deprecated (removed in 5.40), else ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _say(msg: str) -> None:
     print(f"kgrow: {msg}", file=sys.stderr, flush=True)
 
@@ -210,6 +218,7 @@ class CausalLM:
         except OSError as e:
             raise ModelLoadError(f"cannot load model {self.config.model!r}: {str(e).splitlines()[0]}") from None
         self.model.to(device).eval()
+        self._cache_arg = cache_arg(self.model)
         self.load_seconds = time.perf_counter() - t0
         self._id = self.config.model
         eos = {self.tokenizer.eos_token_id}
@@ -225,6 +234,7 @@ class CausalLM:
         self._cache = None  # transformers Cache for _cache_ids
         self._cache_ids: list[int] = []
         self._lock = threading.Lock()
+        self._generations = 0  # generations started: only the newest hands its cache back
         self._stats = GenerationStats()
         self.hidden_size = int(self.model.config.hidden_size)
         self.fusion = None  # agent.fusion.FusedModel once an adapter is attached
@@ -324,61 +334,77 @@ class CausalLM:
         torch = self._torch
         limit = max_new_tokens or self.config.max_new_tokens
         fused = knowledge is not None and len(knowledge) > 0 and self.fusion is not None and self.fusion.enabled
-        context = self.fusion.knowledge(knowledge) if fused else contextlib.nullcontext()
-        with self._lock, torch.inference_mode(), context:
+        # The lock guards the model and the cache for one step at a time and is never held across a
+        # yield: a caller may stop reading halfway and generate again on the same thread. This
+        # generation owns the cache it took; it hands it back when it ends, unless a newer one began.
+        with self._lock, torch.inference_mode():
             t0 = time.perf_counter()
+            fusion = self.fusion if fused else None
+            prepared = fusion.prepare(knowledge) if fusion is not None else None
             cache, reused = self._reusable(prompt_ids) if reuse else (None, 0)
+            self._generations += 1
+            mine = self._generations
+            if reuse:
+                self._cache, self._cache_ids = None, []
             stats = GenerationStats(prompt_tokens=len(prompt_ids), reused_tokens=reused,
                                     prefill_tokens=len(prompt_ids) - reused)
             self._stats = stats
-            if cache is None:
-                from transformers import DynamicCache
+        if cache is None:
+            from transformers import DynamicCache
 
-                cache = DynamicCache()
-            seq = list(prompt_ids)
-            generated: list[int] = []
-            emitted = ""
-            consistent = True
-            try:
-                suffix = torch.tensor([prompt_ids[reused:]], device=self.device)  # (1, new)
-                out = self.model(input_ids=suffix, past_key_values=cache, use_cache=True)
-                for step in range(limit):
-                    logits = out.logits[0, -1].float()  # (vocab,)
-                    if self.config.repetition_penalty > 1.0 and generated:
-                        prev = torch.tensor(sorted(set(generated)), device=logits.device)
-                        vals = logits[prev]
-                        logits[prev] = torch.where(vals > 0, vals / self.config.repetition_penalty,
-                                                   vals * self.config.repetition_penalty)
-                    tok = int(torch.argmax(logits))
-                    if step == 0:
-                        stats.time_to_first_token = time.perf_counter() - t0
-                    if tok in self._eos:
-                        break
-                    generated.append(tok)
-                    seq.append(tok)
-                    stats.new_tokens = len(generated)
-                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                    if not text.endswith("\ufffd") and len(text) > len(emitted):
-                        piece, emitted = text[len(emitted):], text
-                        yield piece
-                    out = self.model(input_ids=torch.tensor([[tok]], device=self.device), past_key_values=cache,
-                                     use_cache=True)
-            except GeneratorExit:  # the consumer stopped reading, at a yield: the cache is whole
-                raise
-            except BaseException:
-                # Ctrl-C or an error inside a forward pass can leave some layers one token longer than
-                # others; reusing such a cache crashes or corrupts the next reply, so drop it
-                consistent = False
-                raise
-            finally:
-                if reuse:
-                    if consistent:
-                        # the cache holds seq minus the last token fed back (or all of it after an early stop)
-                        self._cache, self._cache_ids = cache, seq[:cache.get_seq_length()]
-                        self._cache_clean = min(knowledge.start, len(self._cache_ids)) if fused else len(self._cache_ids)
-                    else:
-                        self._cache, self._cache_ids = None, []
+            cache = DynamicCache()
+        seq = list(prompt_ids)
+        generated: list[int] = []
+        emitted = ""
+        consistent = True
+
+        def forward(ids: list[int]):
+            with self._lock, torch.inference_mode(), (fusion.fusing(prepared) if fusion is not None
+                                                      else contextlib.nullcontext()):
+                return self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                                  **{self._cache_arg: cache}).logits[0, -1].float()  # (vocab,)
+
+        try:
+            logits = forward(prompt_ids[reused:])
+            for step in range(limit):
+                tok = self._pick(logits, generated)
+                if step == 0:
+                    stats.time_to_first_token = time.perf_counter() - t0
+                if tok in self._eos:
+                    break
+                generated.append(tok)
+                seq.append(tok)
+                stats.new_tokens = len(generated)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(emitted):
+                    piece, emitted = text[len(emitted):], text
+                    yield piece
+                logits = forward([tok])
+        except GeneratorExit:  # the consumer stopped reading, at a yield: the cache is whole
+            raise
+        except BaseException:
+            # Ctrl-C or an error inside a forward pass can leave some layers one token longer than
+            # others; reusing such a cache crashes or corrupts the next reply, so drop it
+            consistent = False
+            raise
+        finally:
+            with self._lock:
+                if reuse and consistent and self._generations == mine:
+                    # the cache holds seq minus the last token fed back (or all of it after an early stop)
+                    self._cache, self._cache_ids = cache, seq[:cache.get_seq_length()]
+                    self._cache_clean = min(knowledge.start, len(self._cache_ids)) if fused else len(self._cache_ids)
                 stats.seconds = time.perf_counter() - t0
+
+    def _pick(self, logits, generated: list[int]) -> int:
+        """The greedy next token after the repetition penalty on the tokens ``generated`` so far."""
+        torch = self._torch
+        with torch.inference_mode():  # the logits are inference tensors
+            if self.config.repetition_penalty > 1.0 and generated:
+                prev = torch.tensor(sorted(set(generated)), device=logits.device)
+                vals = logits[prev]
+                logits[prev] = torch.where(vals > 0, vals / self.config.repetition_penalty,
+                                           vals * self.config.repetition_penalty)
+            return int(torch.argmax(logits))
 
     def _reusable(self, prompt_ids: list[int]):
         """(cache cropped to the longest common prefix, its length), keeping >= 1 token to encode."""

@@ -23,6 +23,7 @@ from agent.ingest import ASSISTANT, IngestReport, Ingestor, Progress
 from agent.memory import Memory, RecallConfig, Recaller
 from agent.retrieval import RetrievalConfig, Retriever, UsedFact
 from agent.state import DialogueState, StateTracker, Turn
+from agent.streaming import TurnGate
 from agent.turn import (answer_candidates, asked_form, extract_triples, facts_for, prompt_for, recall_for,
                         take_turn, write_back)
 from kb import KBConfig, KnowledgeBase
@@ -111,6 +112,7 @@ class Agent:
         self.llm = llm
         self._owns_kb = owns_kb
         self._lock = threading.RLock()
+        self._turns = TurnGate(self._lock)  # one open turn at a time; never a lock across a yield
         self.adapter = None  # agent.adapters.AdapterHandle of a LoRA adapter attached by open(adapter=...)
         if nlp is None:
             from agent.nlp import load_nlp
@@ -176,6 +178,7 @@ class Agent:
 
     def close(self) -> None:
         with self._lock:
+            self._turns.settle()  # a stream left half-read is finished first
             if self.adapter is not None:
                 self.adapter.off()  # a model the caller passed in goes back as it came
             self._save_state()
@@ -197,6 +200,7 @@ class Agent:
     def switch_user(self, user: str) -> None:
         """Make ``user`` the active user, resuming their saved session if there is one."""
         with self._lock:
+            self._turns.settle()
             who = clean_user(user)
             profile = self.profiles.load(who)  # an unreadable profile stops the switch before anything changes
             if self.user:
@@ -217,6 +221,7 @@ class Agent:
     def reset_session(self) -> None:
         """Start a fresh conversation (the knowledge base is kept)."""
         with self._lock:
+            self._turns.settle()
             self.state = DialogueState.new(self.user, uuid.uuid4().hex[:8])
             self.state.profile = known_slots(self.kb, self.user)
             self._history = []
@@ -332,6 +337,7 @@ class Agent:
         empty correction or note, a rating out of range, or no feedback at all.
         """
         with self._lock:
+            self._turns.settle()  # the reply rated is the last one, finished
             return apply_feedback(self, rating, correction, note)
 
     # ------------------------------------------------------------------ the turn pipeline (agent/turn.py)

@@ -4,12 +4,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from agent.extract import ExtractionContext, Triple
 from agent.feedback import Candidate, FeedbackSignal
-from agent.fuser import FusedFact
 from agent.intent import Intent
 from agent.llm import Message
 from agent.citation import leading_episode, snippets
@@ -30,109 +29,161 @@ from agent.prompt import (
     trim_history,
 )
 from agent.retrieval import UsedFact
+from agent.sentences import count_sentences, may_end
 from agent.state import Turn
-from kb import NewFact
-from kb.errors import KBError
+from agent.streaming import TurnStream
+from agent.writeback import acknowledge, turn_vector, write_back
 from kb.facts import Fact
 
 if TYPE_CHECKING:
     from agent.loop import Agent
 
 # The Agent's private pipeline: these functions read and write its state (``_history``, ``_profile``,
-# ``_turn_vector``); take_turn holds its lock, and the others run under it (from take_turn or Agent.feedback).
+# ``_turn_vector``) under its lock (taken by take_turn's stages, or by Agent.feedback).
 
 
-def take_turn(agent: Agent, text: str, now: float | None = None) -> Iterator[str]:
+def take_turn(agent: Agent, text: str, now: float | None = None) -> TurnStream:
     """Answer ``text`` (already cleaned, said at ``now``: default the clock), yielding the reply as it
-    is generated; sets ``agent.last_reply``."""
+    is generated; sets ``agent.last_reply``. The agent's lock is held while the turn reads or changes
+    the agent, never while the reply is read (agent/streaming.py)."""
+    return TurnStream(lambda me: _run_turn(agent, text, now, me))
+
+
+@dataclass
+class _Work:
+    """What one turn has done so far, for its commit."""
+
+    text: str
+    t0: float = 0.0
+    t1: float = 0.0
+    t2: float = 0.0
+    g0: float = 0.0
+    turn: Turn | None = None  # set once the message is parsed and its facts extracted: a commit is due
+    triples: list[Triple] = field(default_factory=list)
+    used: list[UsedFact] = field(default_factory=list)
+    memories: list[Memory] = field(default_factory=list)
+    learned: list[Fact] = field(default_factory=list)
+    superseded: list[Fact] = field(default_factory=list)
+    retracted: list[Fact] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    retrieval_time: float = 0.0
+    gen_time: float = 0.0
+    written: bool = False
+    remembered: bool = False
+    knowledge: object = None
+    generated: bool = False
+
+
+def _run_turn(agent: Agent, text: str, now: float | None, me) -> Iterator[str]:
+    w = _Work(text)
+    with agent._lock:
+        agent._turns.enter(me)
+        try:
+            stream, plan, limits = _prepare(agent, w, now)
+        except BaseException:
+            try:
+                if w.turn is not None:
+                    _commit(agent, w)
+            finally:
+                agent._turns.leave()
+            raise
+    try:
+        if stream is None:  # the reply is an acknowledgement, already made
+            yield w.pieces[0]
+            return
+        held = plan is not None and plan.action is support.Action.ANSWER  # checked whole, then given
+        try:
+            for piece in stream:
+                w.pieces.append(piece)
+                if not held:
+                    yield piece
+                if (limits.max_sentences and may_end(piece)
+                        and count_sentences("".join(w.pieces)) >= limits.max_sentences):
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if held:
+            with agent._lock:
+                w.pieces[:] = [support.ground("".join(w.pieces), plan, agent.tracker.nlp, _support_config(agent))]
+            yield w.pieces[0]
+        w.gen_time = time.perf_counter() - w.g0
+        w.generated = True
+    finally:
+        with agent._lock:
+            try:
+                _commit(agent, w)
+            finally:
+                agent._turns.leave()
+
+
+def _prepare(agent: Agent, w: _Work, now: float | None):
+    """Understand the message, store what it states, recall and compose: (the model's stream or None
+    when the reply is an acknowledgement in ``w.pieces``, the answer plan, the generation limits)."""
+    w.t0 = time.perf_counter()
+    turn = agent.tracker.update(agent.state, agent.user, w.text, time.time() if now is None else now)
+    ctx = agent.tracker.context_for(agent.state, turn)
+    w.t1 = time.perf_counter()
+    prefs, prefs_ack = _preferences(agent, w.text, turn)
+    w.triples = extract_triples(agent, prefs.rest if prefs.changes else w.text, turn, ctx)
+    w.t2 = time.perf_counter()
+    w.turn = turn
+    w.written = bool(prefs.changes) and not w.triples  # a preference is no world fact: no episode either
+    w.remembered = not w.written and turn.intent not in (Intent.COMMAND, Intent.FEEDBACK)  # the reply too
+    text = w.text
+    if (w.triples and turn.intent in (Intent.STATEMENT, Intent.CORRECTION)
+            and agent.config.template_acknowledgements):
+        w.learned, w.superseded, w.retracted = write_back(agent, text, turn, w.triples)
+        w.written = True
+    if w.learned or w.superseded or w.retracted or prefs_ack:
+        w.pieces.append(" ".join(p for p in (prefs_ack, acknowledge(w.learned, w.superseded, w.retracted)) if p))
+        return None, None, None
+    r0 = time.perf_counter()  # retrieval only when the model will answer
+    w.memories = recall_for(agent, text, turn, agent.config.recall.k, now) if _wants_facts(turn) else []
+    used, snippets = for_prompt(agent, text, w.memories)
+    # the answer policy (agent/support.py): general knowledge -> bare model, unsupported -> abstain
+    plan = support.plan(*support.records(agent, text, turn, w.memories), agent.tracker.nlp,
+                        _support_config(agent)) if turn.intent is Intent.QUESTION else None
+    if plan is not None and plan.action is not support.Action.ANSWER:
+        used, snippets = [], []
+    w.used = used
+    turn.used_fact_ids = [u.fact.id for u in used]
+    w.retrieval_time = time.perf_counter() - r0
+    w.g0 = time.perf_counter()  # generation: the knowledge tokens, the prompt and the model
+    limits = _limits(agent)
+    if plan is not None and plan.action is support.Action.ABSTAIN:
+        return iter([plan.text]), plan, limits
+    if plan is not None and plan.action is support.Action.BARE:
+        return agent.llm.stream(bare_messages(text, agent.profile), max_new_tokens=limits.max_new_tokens), plan, limits
+    messages = prompt_for(agent, text, turn, used, agent._history, snippets)
+    w.knowledge = agent.fuser.tokens([u.fact for u in used], asked_form(agent, text, turn))
+    return agent.fuser.stream(agent.llm, messages, limits.max_new_tokens, w.knowledge,
+                              cited=bool(used) and agent.fuser.cites_text,
+                              evidence=leading_episode(w.memories, agent.config.recall.evidence_ratio)), plan, limits
+
+
+def _commit(agent: Agent, w: _Work) -> None:
+    """Store what the turn learned (if not yet), its reply and the session; set ``agent.last_reply``."""
     from agent.loop import Reply, Timings  # agent.loop imports this module
 
-    with agent._lock:
-        t0 = time.perf_counter()
-        turn = agent.tracker.update(agent.state, agent.user, text, time.time() if now is None else now)
-        ctx = agent.tracker.context_for(agent.state, turn)
-        t1 = time.perf_counter()
-        prefs, prefs_ack = _preferences(agent, text, turn)
-        triples = extract_triples(agent, prefs.rest if prefs.changes else text, turn, ctx)
-        t2 = time.perf_counter()
-        used: list[UsedFact] = []
-        memories: list[Memory] = []
-        fused: tuple[FusedFact, ...] = ()
-        retrieval_time = 0.0
-        learned: list[Fact] = []
-        superseded: list[Fact] = []
-        retracted: list[Fact] = []
-        pieces: list[str] = []
-        gen_time = 0.0
-        written = bool(prefs.changes) and not triples  # a preference is no world fact: no episode either
-        remembered = not written and turn.intent not in (Intent.COMMAND, Intent.FEEDBACK)  # the reply too
-        try:
-            if (triples and turn.intent in (Intent.STATEMENT, Intent.CORRECTION)
-                    and agent.config.template_acknowledgements):
-                learned, superseded, retracted = write_back(agent, text, turn, triples)
-                written = True
-            if learned or superseded or retracted or prefs_ack:
-                reply = " ".join(p for p in (prefs_ack, _acknowledge(learned, superseded, retracted)) if p)
-                pieces.append(reply)
-                yield reply
-            else:
-                r0 = time.perf_counter()  # retrieval only when the model will answer
-                memories = recall_for(agent, text, turn, agent.config.recall.k, now) if _wants_facts(turn) else []
-                used, snippets = for_prompt(agent, text, memories)
-                # the answer policy (agent/support.py): general knowledge -> bare model, unsupported -> abstain
-                plan = support.plan(*support.records(agent, text, turn, memories), agent.tracker.nlp,
-                                    _support_config(agent)) if turn.intent is Intent.QUESTION else None
-                if plan is not None and plan.action is not support.Action.ANSWER:
-                    used, snippets = [], []
-                turn.used_fact_ids = [u.fact.id for u in used]
-                retrieval_time = time.perf_counter() - r0
-                g0 = time.perf_counter()
-                limits = _limits(agent)
-                knowledge = None
-                if plan is not None and plan.action is support.Action.ABSTAIN:
-                    stream = iter([plan.text])
-                elif plan is not None and plan.action is support.Action.BARE:
-                    stream = agent.llm.stream(bare_messages(text, agent.profile), max_new_tokens=limits.max_new_tokens)
-                else:
-                    messages = prompt_for(agent, text, turn, used, agent._history, snippets)
-                    knowledge = agent.fuser.tokens([u.fact for u in used], asked_form(agent, text, turn))
-                    stream = agent.fuser.stream(agent.llm, messages, limits.max_new_tokens, knowledge,
-                                                cited=bool(used) and agent.fuser.cites_text,
-                                                evidence=leading_episode(memories, agent.config.recall.evidence_ratio))
-                held = plan is not None and plan.action is support.Action.ANSWER  # checked whole, then given
-                try:
-                    for piece in stream:
-                        pieces.append(piece)
-                        if not held:
-                            yield piece
-                        if limits.max_sentences and count_sentences("".join(pieces)) >= limits.max_sentences:
-                            break
-                finally:
-                    close = getattr(stream, "close", None)
-                    if close is not None:
-                        close()
-                if held:
-                    pieces[:] = [support.ground("".join(pieces), plan, agent.tracker.nlp, _support_config(agent))]
-                    yield pieces[0]
-                gen_time = time.perf_counter() - g0
-                fused = agent.fuser.read(knowledge)
-        finally:
-            w0 = time.perf_counter()
-            if not written:
-                learned, superseded, retracted = write_back(agent, text, turn, triples)
-            reply_text = "".join(pieces).strip()
-            turn.reply = reply_text
-            if reply_text and remembered and agent.config.store_episodes:
-                _store_reply(agent, turn, reply_text)
-            agent._history = trim_history(agent._history + [Exchange(text, reply_text)],
-                                          agent.config.prompt.history_turns)
-            agent._save_state()
-            w1 = time.perf_counter()
-            agent.last_reply = Reply(
-                reply_text, turn, tuple(used), tuple(learned), tuple(superseded + retracted),
-                Timings(state=t1 - t0, retrieval=retrieval_time, generation=gen_time, extraction=t2 - t1,
-                        write_back=w1 - w0), fused=fused, memories=tuple(memories),
-            )
+    turn = w.turn
+    w0 = time.perf_counter()
+    fused = agent.fuser.read(w.knowledge) if w.generated else ()
+    if not w.written:
+        w.learned, w.superseded, w.retracted = write_back(agent, w.text, turn, w.triples)
+    reply_text = "".join(w.pieces).strip()
+    turn.reply = reply_text
+    if reply_text and w.remembered and agent.config.store_episodes:
+        _store_reply(agent, turn, reply_text)
+    agent._history = trim_history(agent._history + [Exchange(w.text, reply_text)], agent.config.prompt.history_turns)
+    agent._save_state()
+    w1 = time.perf_counter()
+    agent.last_reply = Reply(
+        reply_text, turn, tuple(w.used), tuple(w.learned), tuple(w.superseded + w.retracted),
+        Timings(state=w.t1 - w.t0, retrieval=w.retrieval_time, generation=w.gen_time, extraction=w.t2 - w.t1,
+                write_back=w1 - w0), fused=fused, memories=tuple(w.memories),
+    )
 
 
 def answer_candidates(agent: Agent, messages: list[Message], signal: FeedbackSignal,
@@ -193,18 +244,11 @@ def _spell_out(agent: Agent, text: str, turn: Turn) -> str:
     return out
 
 
-def _vector(agent: Agent, text: str):
-    """The embedding of this turn's text, computed once and shared by search and the episode."""
-    if agent._turn_vector is None or agent._turn_vector[0] != text:
-        agent._turn_vector = (text, agent.kb.embedder.embed_query(text))
-    return agent._turn_vector[1]
-
-
 def facts_for(agent: Agent, text: str, turn: Turn) -> list[UsedFact]:
     """The facts retrieved to answer ``text`` (of ``turn``), cut to the prompt's fact budget."""
     if not _wants_facts(turn):
         return []
-    used = agent.retriever.retrieve(text, turn, agent.state, agent.user, _vector(agent, text))
+    used = agent.retriever.retrieve(text, turn, agent.state, agent.user, turn_vector(agent, text))
     return used[: len(fit_facts([u.fact for u in used], agent.config.prompt.fact_token_budget))]
 
 
@@ -223,7 +267,7 @@ def recall_for(agent: Agent, text: str, turn: Turn, k: int, now: float | None = 
     on the resolved query, "my sister" -> Mary, plus the entity walk and relation cues) and hybrid
     search over facts and episodes on the words as said: episodes are stored verbatim ("I adopted
     ..."), and spelling "I" out as the user would pull every fact about them in by graph expansion."""
-    vector = _vector(agent, text)  # one embedding per turn: the retriever and the joint search share it
+    vector = turn_vector(agent, text)  # one embedding per turn: the retriever and the joint search share it
     facts = agent.retriever.retrieve(text, turn, agent.state, agent.user, vector)
     return agent.recaller.recall(text, user=agent.user, k=k, now=now, query_vector=vector,
                                  facts=[(u.fact, u.score, u.why) for u in facts])
@@ -291,99 +335,5 @@ def extract_triples(agent: Agent, text: str, turn: Turn, ctx: ExtractionContext)
     # only wished, imagined or reported is never stored (plans are, as plan relations)
     return [t for t in triples if t.relation not in PREFERENCE_RELATIONS and t.stored]
 
-
-def write_back(agent: Agent, text: str, turn: Turn, triples: list[Triple],
-               note: str | None = None) -> tuple[list[Fact], list[Fact], list[Fact]]:
-    """Store the utterance and its facts with provenance; retract negated ones. Idempotent per turn."""
-    source = f"{agent.state.session_id}/turn/{turn.index}"
-    if note is None and turn.intent is Intent.CORRECTION:
-        note = f"correction in turn {turn.index}"
-    episode_id = None
-    if agent.config.store_episodes and turn.intent not in (Intent.COMMAND, Intent.FEEDBACK):
-        episode_id = agent.kb.add_episode(text, user=agent.user, speaker=agent.user, source_id=source,
-                                          vector=_vector(agent, text), session=agent.state.session_id,
-                                          position=2 * turn.index, role="user").id
-    learned: list[Fact] = []
-    superseded: list[Fact] = []
-    retracted: list[Fact] = []
-    items = [NewFact(t.subject, t.relation, t.object, t.text, user=agent.user, source_id=source,
-                     episode_id=episode_id, confidence=t.confidence, note=note, valid_from=_valid_from(agent, t))
-             for t in triples if not t.negated]
-    if items:
-        for r in agent.kb.add_facts(items):
-            if r.created:
-                learned.append(r.fact)
-            superseded.extend(r.superseded)
-    for t in (t for t in triples if t.negated):
-        retracted.extend(_retract(agent, t, source))
-    turn.learned_fact_ids = [f.id for f in learned]
-    turn.superseded_fact_ids = [f.id for f in superseded + retracted]
-    agent.tracker.apply_learned(agent.state, superseded + retracted + learned)  # clear, then set slots
-    return learned, superseded, retracted
-
-
-def _valid_from(agent: Agent, t: Triple) -> float | None:
-    """When a current fact became true if the turn said so ("since January", "moved here last month").
-
-    None (= when it was said) for plans and for times ahead (search hides facts not yet valid), and
-    when the date is older than the value the fact replaces: the KB would file it as history behind
-    that value, while the user is telling us about a change.
-    """
-    if t.time is None or not t.current:
-        return None
-    from agent.timeparse import start_of
-
-    at = start_of(t.time)
-    if at > time.time():
-        return None
-    try:
-        current = agent.kb.facts(user=agent.user, entity=t.subject, relation=t.relation)
-    except KBError:
-        return None
-    return None if any(f.valid_from > at for f in current) else at
-
-
-def _retract(agent: Agent, t: Triple, source: str) -> list[Fact]:
-    try:
-        current = agent.kb.facts(user=agent.user, entity=t.subject, relation=t.relation)
-    except KBError:
-        return []
-    subj, obj = agent.kb.resolve(t.subject), agent.kb.resolve(t.object)
-    out = []
-    for f in current:
-        if f.subject == subj and (f.object == obj or not t.object.strip()):
-            try:
-                out.append(agent.kb.retract(f.id, reason=f"negated in {source}"))
-            except KBError:
-                pass
-    return out
-
-
-def _acknowledge(learned: list[Fact], superseded: list[Fact], retracted: list[Fact]) -> str:
-    """A reply that says exactly what was stored, what it replaced, and what no longer holds."""
-    parts = []
-    if learned:
-        parts.append("Got it, I'll remember: " + " ".join(_sentence(f.text) for f in learned))
-    if superseded:
-        old = "; ".join(_sentence(f.text).rstrip(".") for f in superseded)
-        parts.append(f"(This replaces what I knew before: {old}.)")
-    if retracted:
-        old = "; ".join(_sentence(f.text).rstrip(".") for f in retracted)
-        parts.append(f"Noted, this no longer holds: {old}.")
-    return " ".join(parts)
-
-
 _ASKS_IDENTITY = re.compile(r"(?i)\b(?:who|whom|name|called)\b")
 _FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|\n")
-
-
-def count_sentences(text: str) -> int:
-    """Completed sentences in ``text`` (a sentence ends at . ! ? followed by space/end, or a newline)."""
-    return len(_SENTENCE_END.findall(text.strip() + " ")) if text.strip() else 0
-
-
-def _sentence(text: str) -> str:
-    t = text.strip()
-    t = t[:1].upper() + t[1:]
-    return t if t.endswith((".", "!", "?")) else t + "."

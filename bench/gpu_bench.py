@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.fusion import FusionConfig, KnowledgeTokens, build_adapter, load_adapter, packaged_adapter_dir  # noqa: E402
-from agent.llm import CausalLM, LLMConfig  # noqa: E402
+from agent.llm import CausalLM, LLMConfig, cache_arg  # noqa: E402
 
 #: model shapes: (transformers model type, config fields, fusion layers for a fresh adapter or None = packaged)
 SHAPES = {
@@ -150,15 +150,16 @@ def raw_decode(model, device: str, batch: int, prompt: int, steps: int, vocab: i
     from transformers import DynamicCache
 
     ids = torch.randint(1, vocab, (batch, prompt), device=device)
+    kv = cache_arg(model)  # the KV cache's argument name in this transformers version
     times = []
     with torch.inference_mode():
         for rep in range(3):  # the first is a warm-up
             cache = DynamicCache()
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=ids, **{kv: cache}, use_cache=True, logits_to_keep=1)
             sync(device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                out = model(input_ids=out.logits[:, -1].argmax(-1, keepdim=True), past_key_values=cache, use_cache=True)
+                out = model(input_ids=out.logits[:, -1].argmax(-1, keepdim=True), **{kv: cache}, use_cache=True)
             sync(device)
             times.append(time.perf_counter() - t0) if rep else None
     return batch * steps / statistics.median(times)
@@ -172,13 +173,13 @@ def step_overhead(model, device: str, vocab: int) -> dict:
 
     x = torch.zeros(1, device=device)
     launch = timed(lambda: [x.add_(1) for _ in range(1000)], device, 3) / 1000
-    cache = DynamicCache()
+    cache, kv = DynamicCache(), cache_arg(model)
     with torch.inference_mode():
-        model(input_ids=torch.randint(1, vocab, (1, 32), device=device), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.randint(1, vocab, (1, 32), device=device), **{kv: cache}, use_cache=True)
         tok = torch.randint(1, vocab, (1, 1), device=device)
 
         def step():
-            model(input_ids=tok, past_key_values=cache, use_cache=True)
+            model(input_ids=tok, **{kv: cache}, use_cache=True)
             cache.crop(-1)  # back to the 32-token prompt (a negative count, as agent.llm crops)
 
         wall = timed(step, device, 20, warmup=3)
@@ -360,8 +361,6 @@ def main() -> None:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    # agent.llm passes past_key_values, which transformers 5.24 deprecates (issue 11 moves it to `cache`)
-    warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
     info = device_info(device)
     bandwidth = info["spec_bandwidth_TBps"] and info["spec_bandwidth_TBps"] * 1e12
     print(f"device {info['name']}  spec bandwidth {info['spec_bandwidth_TBps']} TB/s  "

@@ -13,6 +13,7 @@ from agent.errors import BadInputError
 from agent.intent import Intent
 from agent.loop import Agent, AgentConfig
 from agent.prompt import PromptConfig
+from agent.sentences import count_sentences
 from kb.facts import Status
 
 
@@ -292,6 +293,18 @@ def test_max_sentences_stops_a_rambling_model(open_agent):
     agent.llm = unlimited_llm
     agent.config = AgentConfig(max_sentences=0)
     assert agent.chat("Another one?").text == ramble
+
+
+def test_the_sentence_cap_does_not_cut_at_abbreviations(open_agent):
+    llm = ScriptedLLM(["Mr. Smith lives in St. Louis. He works with Dr. Jones on weekdays. He likes jazz."])
+    agent = open_agent("alice", llm)
+    assert agent.chat("Tell me about Mr. Smith.").text == "Mr. Smith lives in St. Louis. He works with Dr. Jones on weekdays."
+
+
+@pytest.mark.parametrize("text, n", [("Mr. Smith lives in St. Louis.", 1), ("Mr. Smith lives in St.", 0),
+                                     ("One. Two! Three? Fou", 3), ("", 0), ("It is 3.5 km away.", 1)])
+def test_count_sentences(text, n):
+    assert count_sentences(text) == n
 
 
 class SlowLLM(ScriptedLLM):

@@ -108,14 +108,17 @@ def test_positions_before_start_are_not_fused():
 def test_fusion_with_a_kv_cache_matches_one_full_forward():
     from transformers import DynamicCache
 
+    from agent.llm import cache_arg
+
     model = tiny_llama()
     fused = FusedModel(model, adapter_for(model, gate=1.0))
     tokens = knowledge(start=3)
+    kv = cache_arg(model)  # `cache` on transformers 5.24+: fusion reads positions from it too
     with fused.knowledge(tokens), torch.no_grad():
         full = model(input_ids=IDS).logits
         cache = DynamicCache()
-        first = model(input_ids=IDS[:, :7], past_key_values=cache, use_cache=True).logits
-        rest = [model(input_ids=IDS[:, i:i + 1], past_key_values=cache, use_cache=True).logits for i in range(7, 10)]
+        first = model(input_ids=IDS[:, :7], use_cache=True, **{kv: cache}).logits
+        rest = [model(input_ids=IDS[:, i:i + 1], use_cache=True, **{kv: cache}).logits for i in range(7, 10)]
     step = torch.cat([first] + rest, 1)
     assert (step - full).abs().max().item() <= 1e-4
 
