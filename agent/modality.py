@@ -215,3 +215,21 @@ def states_current_fact(doc) -> bool:
             if combine(own_modality(tok, None)[0], governed_modality(tok)).current:
                 return True
     return False
+
+
+def asked_plan_relations(doc) -> frozenset[str]:
+    """The plan relations a question asks for: its verb said as a plan ("Where is she moving?", "Where
+    will you work?", "Where does he plan to study?") mapped through the relation frames (move ->
+    lives_in -> plans_to_move_to); empty when the question asks about the present or the past."""
+    from agent.relations import VERB_RELATIONS, frame_verb, plan_relation
+
+    found: set[str] = set()
+    for sent in doc.sents:
+        if sentence_modality(sent) is not Modality.QUESTION:
+            continue
+        for tok in sent:
+            verb = frame_verb(tok.lemma_.lower()) if tok.pos_ in ("VERB", "AUX") else None
+            if verb is None or combine(own_modality(tok, None)[0], governed_modality(tok)) is not Modality.PLAN:
+                continue
+            found.update(p for r in VERB_RELATIONS[verb].values() if (p := plan_relation(r)) is not None)
+    return frozenset(found)

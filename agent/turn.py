@@ -11,6 +11,7 @@ from agent.extract import ExtractionContext, Triple
 from agent.feedback import Candidate, FeedbackSignal
 from agent.intent import Intent
 from agent.llm import Message
+from agent.plans import plan_answer
 from agent.citation import leading_episode, snippets
 from agent.memory import Memory
 from agent.preference import PreferenceMatch, find_preferences
@@ -154,6 +155,10 @@ def _prepare(agent: Agent, w: _Work, now: float | None):
     limits = _limits(agent)
     if plan is not None and plan.action is support.Action.ABSTAIN:
         return iter([plan.text]), plan, limits
+    said = plan_answer(agent.tracker.last_doc, [u.fact for u in used], agent.user, turn.references,
+                       display_name(agent.profile)) if turn.intent is Intent.QUESTION else None
+    if said is not None:  # "Where is she moving?": the plan fact's sentence (agent/plans.py)
+        return iter([said]), None, limits
     if plan is not None and plan.action is support.Action.BARE:
         return agent.llm.stream(bare_messages(text, agent.profile), max_new_tokens=limits.max_new_tokens), plan, limits
     messages = prompt_for(agent, text, turn, used, agent._history, snippets)
