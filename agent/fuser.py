@@ -61,6 +61,7 @@ class Fuser:
         self._chain: tuple[tuple[str, str, str], ...] = ()  # the fused facts, normalised (s, r, o)
         self._question = ""  # the question they were fused for, as asked
         self.fell_back = False  # the last answer came from the text path (fused refusal or mid-chain)
+        self._attached = None  # the FusedModel this Fuser put on the model (its hooks), until close()
         if config.mode is FusionMode.OFF:
             self.reason = "fusion is off"
             return
@@ -73,12 +74,20 @@ class Fuser:
                 self.reason = (f"no fusion adapter for model {llm.id!r} with embedder {kb.embedder.id!r} in "
                                f"{directory}; train one with `kgrow fusion train`")
             else:
-                llm.attach_fusion(load_adapter(found, llm.id, kb.embedder.id))
+                self._attached = llm.attach_fusion(load_adapter(found, llm.id, kb.embedder.id))
                 llm.reset_cache()
                 self.encoder = KnowledgeEncoder(kb.embedder)
                 self.available = True
         if not self.available and config.mode is FusionMode.ON:
             raise ModelLoadError(f"fusion was asked for but {self.reason}")
+
+    def close(self) -> None:
+        """Take the fusion hooks this Fuser attached off the model (not another agent's, attached later)."""
+        if self._attached is not None and getattr(self.llm, "fusion", None) is self._attached:
+            self.llm.detach_fusion()
+            self.llm.reset_cache()  # cached keys/values may hold fused positions
+        self._attached, self.available = None, False
+        self.reason = "the agent was closed"
 
     @property
     def enabled(self) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from agent.errors import BadInputError, StateError
-from agent.extract import ExtractionContext, Extractor, ExtractorKind, LLMExtractor, PatternExtractor, Triple
+from agent.extract import ExtractionContext, Extractor, ExtractorKind, Triple, build_extractor
 from agent.feedback import (Candidate, FeedbackConfig, FeedbackResult, FeedbackRound, FeedbackSignal, Rating,
                             apply_feedback)
 from agent.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig, Message
@@ -123,10 +123,8 @@ class Agent:
         self.retriever = Retriever(kb, self.config.retrieval)
         self.recaller = Recaller(kb, self.config.recall)
         self.fuser = Fuser(llm, kb, self.config.fusion)
-        self.extractor: Extractor = (
-            PatternExtractor(nlp) if self.config.extractor is ExtractorKind.PATTERNS
-            else LLMExtractor(lambda prompt: llm.complete(prompt, max_new_tokens=160))
-        )
+        # the LLM extractor decodes a transformers model under the triple-JSON constraint (agent/extract.py)
+        self.extractor: Extractor = build_extractor(self.config.extractor, nlp=nlp, llm=llm)
         self.user = ""
         self.state: DialogueState
         self.profiles = ProfileStore(kb.path)  # per-user preferences under KB_DIR/profiles/
@@ -181,6 +179,7 @@ class Agent:
             self._turns.settle()  # a stream left half-read is finished first
             if self.adapter is not None:
                 self.adapter.off()  # a model the caller passed in goes back as it came
+            self.fuser.close()  # and without the fusion hooks
             self._save_state()
             if self._owns_kb:
                 self.kb.close()
