@@ -252,16 +252,18 @@ def answer_plan(facts: Sequence, asked: str, name: str, nlp=None) -> Plan:
 
 
 def ground_candidates(candidates: Sequence, p: Plan, nlp, config: SupportConfig | None = None) -> list:
-    """Candidate answers (anything with a ``text`` field) grounded for the re-ranker: each is cut at its
-    first unsupported claim as ``ground`` cuts a chat answer; those that could only be replaced by the
-    plan's fallback memory drop out while the model wrote a grounded one, else the first stays as the
-    fallback (re-ranking by support: the re-ranker chooses among grounded answers only)."""
-    own, fallen = [], []
+    """Candidate answers (with ``text`` and ``logprob`` fields) grounded for the re-ranker, so that it
+    chooses among grounded answers only: each is cut at its first unsupported claim as ``ground`` cuts a
+    chat answer, or becomes the plan's fallback memory. The fallback is no sample of the model's, so it
+    gets the batch's lowest log-prob: it wins on what it says (the re-ranker's similarity to the
+    correction), not on the likelihood of the answer it replaced."""
+    low = min((c.logprob for c in candidates), default=0.0)
+    out = []
     for c in candidates:
         text = ground(c.text, p, nlp, config)
-        target = fallen if p.fallback and text == p.fallback and c.text != p.fallback else own
-        target.append(replace(c, text=text))
-    return own or fallen[:1]
+        fell_back = bool(p.fallback) and text == p.fallback and c.text != p.fallback
+        out.append(replace(c, text=text, logprob=low) if fell_back else replace(c, text=text))
+    return out
 
 
 _BOUNDARY = re.compile(r"[.!?](?=\s)|[,;:(]|\s-\s|\s(?:and|but|which|who|that|where|because|so|or|based)\s")

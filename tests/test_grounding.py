@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from agent.eval_grounded import is_abstention, judge
+from agent.feedback import Candidate
 from agent.grounding import GroundingConfig, grounded, support_keys, unsupported
 from agent.phrasing import abstention, second_person
 from agent.support import (Action, Evidence, Plan, Question, SupportConfig, Topic, answer_plan, cut_before, ground,
@@ -168,12 +169,10 @@ def test_feedback_candidates_are_grounded_like_chat_answers(nlp):
                       "What is Tia's cat's name?", "Tia", nlp)
     assert cat.names == ("Nala",)
     assert ground("Tia's cat is a cat named Luna.", cat, nlp) == "Your cat is called Nala."
-    # the re-ranker sees the model's grounded candidates; the fallback only when none is grounded
-    texts = lambda cs: [c.text for c in cs]  # noqa: E731
-    mixed = [Evidence("Ana lives in Paris.", "", "", ""), Evidence("Berlin is Ana's home.", "", "", "")]
-    assert texts(ground_candidates(mixed, berlin, nlp)) == ["Berlin is Ana's home."]
-    invented = [Evidence("Ana lives in Paris.", "", "", ""), Evidence("Ana lives in Rome.", "", "", "")]
-    assert texts(ground_candidates(invented, berlin, nlp)) == ["You live in Berlin."]
+    # the re-ranker sees grounded candidates only; a fallback keeps the batch's lowest log-prob
+    cands = [Candidate("Ana lives in Paris.", -0.2, 5), Candidate("Berlin is Ana's home.", -0.9, 5)]
+    assert [(c.text, c.logprob) for c in ground_candidates(cands, berlin, nlp)] == [
+        ("You live in Berlin.", -0.9), ("Berlin is Ana's home.", -0.9)]
     # without the pipeline (or facts) there is no fallback: the candidate stays for the re-ranker
     bare = answer_plan(["Ana lives in Berlin."], "Where does Ana live?", "Ana")
     assert bare.fallback == "" and ground("Pizza is Italian.", bare, nlp) == "Pizza is Italian."
