@@ -45,17 +45,22 @@ class ExtractorKind(str, enum.Enum):
 
 def build_extractor(kind: ExtractorKind | str, *, nlp: NLP | None = None,
                     generate: Generate | None = None, llm=None) -> Extractor:
-    """The extractor of ``kind``; PATTERNS needs ``nlp``; LLM needs ``generate``, or ``llm`` (an
-    agent.llm.CausalLM), which then decodes under the triple-JSON constraint (agent.constrained)."""
+    """The extractor of ``kind``; PATTERNS needs ``nlp``; LLM needs ``generate``, or ``llm``: an
+    agent.llm.CausalLM then decodes under the triple-JSON constraint (agent.constrained), any other
+    language model is asked for its completion (``complete``)."""
     kind = ExtractorKind.parse(kind)
     if kind is ExtractorKind.PATTERNS:
         if nlp is None:
             raise BadInputError("the 'patterns' extractor needs a spaCy pipeline (nlp=load_nlp())")
         return PatternExtractor(nlp)
     if generate is None and llm is not None:
-        from agent.constrained import ConstrainedGenerate
+        if hasattr(llm, "model") and hasattr(llm, "tokenizer"):  # a transformers model: constrained JSON
+            from agent.constrained import ConstrainedGenerate
 
-        generate = ConstrainedGenerate.of(llm)
+            generate = ConstrainedGenerate.of(llm)
+        else:  # any other LanguageModel (a fake, a remote one): its completion, validated strictly
+            def generate(prompt: str) -> str:
+                return llm.complete(prompt, max_new_tokens=160)
     if generate is None:
         raise BadInputError("the 'llm' extractor needs a generate(prompt) -> text callable or an llm")
     return LLMExtractor(generate)

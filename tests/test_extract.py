@@ -780,3 +780,19 @@ def test_llm_extractor_skips_utterances_that_state_nothing_current(nlp):
     assert calls == []  # the model is not even asked
     text = "I live in Berlin."
     assert _tuples(extractor.extract(text, CTX, doc=nlp(text))) == [("alice", "lives_in", "Berlin", False)]
+
+
+def test_llm_extractor_of_a_model_without_weights_uses_its_completion():
+    class Completing:  # a LanguageModel with no transformers model behind it (a fake, a remote one)
+        def __init__(self):
+            self.prompts = []
+
+        def complete(self, prompt, max_new_tokens=None):
+            self.prompts.append(prompt)
+            return '[{"subject": "user", "relation": "lives_in", "object": "Porto", "negated": false}]'
+
+    lm = Completing()
+    extractor = build_extractor("llm", llm=lm)
+    assert [(t.subject, t.relation, t.object) for t in extractor.extract("I live in Porto.", ExtractionContext("sam"))] \
+        == [("sam", "lives_in", "Porto")]
+    assert lm.prompts and "I live in Porto." in lm.prompts[0]
