@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 #: the newest schema this code reads and writes; kb.migrations upgrades older databases to it
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,8 +64,8 @@ CREATE TABLE IF NOT EXISTS history(
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS history_fact ON history(fact_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(text, content='');
-CREATE VIRTUAL TABLE IF NOT EXISTS episodes_fts USING fts5(text, content='');
+CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(text, content='', tokenize='porter unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS episodes_fts USING fts5(text, content='', tokenize='porter unicode61');
 """
 
 # indexes on columns that migrations add: created after the upgrade has run

@@ -23,8 +23,19 @@ def _v2_episode_sessions(db: sqlite3.Connection) -> None:
     db.execute("UPDATE episodes SET role='assistant' WHERE speaker='assistant'")
 
 
+def _v3_stemmed_keywords(db: sqlite3.Connection) -> None:
+    """Keyword search matches word forms ("attended" finds "attend", "sessions" finds "session"):
+    the full-text tables are rebuilt with SQLite's built-in porter stemmer. On the LongMemEval dev
+    split this alone raised any@5 from 0.851 to 0.86+ (README, memory ablation). The tables are
+    contentless, so they are refilled from the rows' own text."""
+    for table, fts in (("facts", "facts_fts"), ("episodes", "episodes_fts")):
+        db.execute(f"DROP TABLE IF EXISTS {fts}")
+        db.execute(f"CREATE VIRTUAL TABLE {fts} USING fts5(text, content='', tokenize='porter unicode61')")
+        db.execute(f"INSERT INTO {fts}(rowid, text) SELECT rowid, text FROM {table}")
+
+
 #: STEPS[n] upgrades schema version n+1 to n+2 (version 1 is the first released schema)
-STEPS: tuple[Step, ...] = (_v2_episode_sessions,)
+STEPS: tuple[Step, ...] = (_v2_episode_sessions, _v3_stemmed_keywords)
 
 
 def version(db: sqlite3.Connection) -> int:
