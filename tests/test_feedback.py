@@ -253,16 +253,18 @@ def test_regeneration_is_chosen_by_the_reranker_and_rounds_end_at_the_limit(open
 
     llm.add_candidates(("Sam lives in Paris.", -0.2), ("Sam lives in Berlin.", -0.5))
     one = agent.feedback(correction="I live in Berlin.")
-    assert one.round.number == 1 and one.reply.text == "Sam lives in Berlin."
-    # "Sam lives in Paris." names what the correction took back: ungrounded, it never reaches the re-ranker
-    assert one.round.chosen.text == "Sam lives in Berlin." and len(one.round.candidates) == 1
+    # "Sam lives in Paris." names what the correction took back: the re-ranker sees it grounded into the
+    # corrected memory, with the batch's lowest log-prob (issue 14)
+    assert sorted((c.text, c.logprob) for c in one.round.candidates) == [
+        ("Sam lives in Berlin.", -0.5), ("You live in Berlin.", -0.5)]
+    assert one.round.number == 1 and one.reply.text == one.round.chosen.text == "You live in Berlin."
     assert one.round.signal.rejected == (first.text,)
 
     # (no new country here: an answer about the user's world names nothing memory lacks, issue 14)
-    llm.add_candidates(("Sam lives in Berlin.", -0.1), ("Berlin is where Sam lives.", -0.4))
+    llm.add_candidates(("You live in Berlin.", -0.1), ("Berlin is where Sam lives.", -0.4))  # a repeat loses
     two = agent.feedback(rating=BAD, note="say it differently")
     assert two.round.number == 2 and two.reply.text == "Berlin is where Sam lives."
-    assert two.round.signal.rejected == ("Sam lives in Berlin.", first.text)
+    assert two.round.signal.rejected == ("You live in Berlin.", first.text)
     assert [r.number for r in agent.last_reply.rounds] == [1, 2]
 
     three = agent.feedback(rating=BAD)
