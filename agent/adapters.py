@@ -28,6 +28,7 @@ from pathlib import Path
 from agent.errors import BadInputError, ModelLoadError
 from kb.errors import NotFoundError
 from kb.facts import clean_user
+from kb.files import fsync_dir, write_text_atomic
 
 ADAPTERS_DIR = "adapters"
 META_FILE = "kgrow-adapter.json"
@@ -161,10 +162,11 @@ class AdapterStore:
             for _ in range(100):  # another `kgrow learn` may take the same number at the same time
                 version = max([a.meta.version for a in self.list(meta.user)] + [self._last(d)]) + 1
                 done = replace(meta, version=version)
-                (tmp / META_FILE).write_text(done.to_json(), encoding="utf-8")
+                write_text_atomic(tmp / META_FILE, done.to_json())
                 target = d / f"v{version}"
                 try:
                     os.rename(tmp, target)  # fails if target exists (and is not empty)
+                    fsync_dir(d)
                 except OSError:
                     if target.exists():
                         continue
@@ -190,9 +192,7 @@ class AdapterStore:
     @staticmethod
     def _record(d: Path, version: int) -> None:
         if version > AdapterStore._last(d):
-            tmp = d / f".{LAST_FILE}.{uuid.uuid4().hex[:8]}"
-            tmp.write_text(f"{version}\n", encoding="utf-8")
-            os.replace(tmp, d / LAST_FILE)
+            write_text_atomic(d / LAST_FILE, f"{version}\n")
 
     def remove(self, user: str, spec: str) -> Adapter:
         """Delete one version (``vN`` or ``latest``) of ``user``'s adapters; returns what was removed."""

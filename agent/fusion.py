@@ -383,15 +383,13 @@ def value_token_ids(ids: list[list[int]], j: int) -> np.ndarray:
 
 def save_adapter(adapter, directory: Path, extra: dict | None = None) -> Path:
     """Write ``fusion.safetensors`` (fp16 weights) and ``fusion.json`` (config + ``extra``) atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from kb.files import write_atomic
 
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").half().contiguous() for k, v in adapter.state_dict().items()}
-    tmp = directory / (_WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(directory / _WEIGHTS)
+    write_atomic(directory / _WEIGHTS, lambda fh: fh.write(save(state)))
     meta = {"config": adapter.config.to_json(), **(extra or {})}
     write_atomic(directory / _CONFIG, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
     for name in (_WEIGHTS, _CONFIG):  # temp files are private; an adapter is meant to be shared

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -29,6 +28,7 @@ from agent.turn import (answer_candidates, asked_form, extract_triples, facts_fo
 from kb import KBConfig, KnowledgeBase
 from kb.errors import KBError
 from kb.facts import Fact, clean_text, clean_user
+from kb.files import write_text_atomic
 
 STATE_VERSION = 1
 
@@ -260,9 +260,7 @@ class Agent:
             return
         path = self._state_path(self.user)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"version": STATE_VERSION, "state": self.state.to_dict()}), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"version": STATE_VERSION, "state": self.state.to_dict()}))  # fsynced
 
     # ------------------------------------------------------------------ KB helpers for the tracker
 

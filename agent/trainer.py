@@ -286,7 +286,7 @@ class Trainer:
         return final
 
     def _checkpoint(self, opt, sched, step: int, losses: list[float]) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         ck = self.out / "checkpoint"
         state = opt.state_dict()
@@ -295,8 +295,7 @@ class Trainer:
             for name, v in st.items():
                 tensors[f"opt.{pid}.{name}"] = (v if hasattr(v, "dim") else self.torch.tensor(v)).detach().cpu().contiguous()
         ck.mkdir(exist_ok=True)
-        save_file(tensors, str(ck / "state.safetensors.tmp"))
-        (ck / "state.safetensors.tmp").replace(ck / "state.safetensors")
+        write_atomic(ck / "state.safetensors", lambda fh: fh.write(save(tensors)))
         meta = {"step": step, "sched": sched.state_dict()["last_epoch"], "losses": losses,
                 "config": asdict(self.config) | {"layers": list(self.config.layers)}}
         write_atomic(ck / "progress.json", lambda fh: fh.write(json.dumps(meta).encode()))
@@ -343,9 +342,8 @@ class Trainer:
         ax.set_yscale("log")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(self.out / "loss.png.tmp.png", dpi=100)
+        write_atomic(self.out / "loss.png", lambda fh: fig.savefig(fh, format="png", dpi=100))
         plt.close(fig)
-        (self.out / "loss.png.tmp.png").replace(self.out / "loss.png")
         write_atomic(self.out / "losses.json", lambda fh: fh.write(json.dumps(losses).encode()))
 
 

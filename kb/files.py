@@ -43,6 +43,12 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], T]) -> T:
     return result
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically and durably: the one way kgrow and kb write a small file."""
+    data = text.encode("utf-8")
+    write_atomic(Path(path), lambda fh: fh.write(data))
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON atomically next to the target (used for the manifest)."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -382,3 +382,16 @@ def test_two_threads_chatting_on_one_agent(agent, llm):
     for messages in llm.calls:
         last = messages[-1].content
         assert re.search(r"Where does \w+ live\?$", last), last
+
+
+def test_session_file_is_written_atomically_and_fsynced(agent, monkeypatch):
+    import kb.files
+
+    synced: list[int] = []
+    real = kb.files.os.fsync
+    agent.chat("I live in Paris.")
+    monkeypatch.setattr(kb.files.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    agent.reset_session()  # writes the session file and nothing else
+    sessions = agent.kb.path / "sessions"
+    assert len(synced) == 2, "the session file and its directory are fsynced"
+    assert [p.name for p in sessions.iterdir()] == ["alice.json"]  # no temp file left beside it
