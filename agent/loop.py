@@ -11,6 +11,7 @@ from typing import Iterator, Sequence
 
 from agent.errors import BadInputError, StateError
 from agent.extract import ExtractionContext, Extractor, ExtractorKind, Triple, build_extractor
+from agent.formats import SESSION
 from agent.feedback import (Candidate, FeedbackConfig, FeedbackResult, FeedbackRound, FeedbackSignal, Rating,
                             apply_feedback)
 from agent.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig, Message
@@ -29,8 +30,6 @@ from kb import KBConfig, KnowledgeBase
 from kb.errors import KBError
 from kb.facts import Fact, clean_text, clean_user
 from kb.files import write_text_atomic
-
-STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -249,10 +248,12 @@ class Agent:
             return None
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            if raw.get("version") != STATE_VERSION:
-                raise StateError(f"{path} has state version {raw.get('version')!r}; expected {STATE_VERSION}")
+        except (OSError, ValueError) as e:
+            raise StateError(f"cannot restore the session in {path}: {e}; delete the file to start fresh") from None
+        raw = SESSION.upgrade(raw, str(path))  # numbered steps (agent/formats.py); newer files are refused
+        try:
             return DialogueState.from_dict(raw["state"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise StateError(f"cannot restore the session in {path}: {e}; delete the file to start fresh") from None
 
     def _save_state(self) -> None:
@@ -260,7 +261,7 @@ class Agent:
             return
         path = self._state_path(self.user)
         path.parent.mkdir(exist_ok=True)
-        write_text_atomic(path, json.dumps({"version": STATE_VERSION, "state": self.state.to_dict()}))  # fsynced
+        write_text_atomic(path, json.dumps({"format": SESSION.newest, "state": self.state.to_dict()}))  # fsynced
 
     # ------------------------------------------------------------------ KB helpers for the tracker
 

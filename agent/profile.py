@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import BadInputError, StateError
+from agent.formats import PROFILE
 from agent.intent import looks_like_instruction
 from agent.state import PROFILE_SLOTS
 from kb.facts import Status
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 #: the profile file's format; files of another format are refused
-FORMAT = 1
+FORMAT = PROFILE.newest  # the format written; older files are upgraded on load
 #: relations the extractors use for answer preferences; the agent routes those to the profile instead
 PREFERENCE_RELATIONS = frozenset({"answer_style", "preferred_language"})
 #: longest preferred name accepted ("call me ..."); it goes into the system prompt
@@ -212,7 +213,7 @@ class Profile:
         """Rebuild a profile written by ``to_dict``; BadInputError naming the first bad field."""
         if not isinstance(d, dict):
             raise BadInputError(f"{where} must be a JSON object, got {type(d).__name__}")
-        if d.get("format") != FORMAT:
+        if d.get("format") != FORMAT:  # ProfileStore.load upgrades older files first (agent/formats.py)
             raise BadInputError(f"{where} has format {d.get('format')!r}; this kgrow reads format {FORMAT}")
         expected = {"format", "user", *(k.value for k in ProfileKey)}
         extra = sorted(set(d) - expected)
@@ -277,8 +278,13 @@ class ProfileStore:
         if not path.exists():
             return Profile(user)
         try:
-            profile = Profile.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
-        except (OSError, ValueError) as e:  # BadInputError is a ValueError, and so is bad JSON
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise StateError(f"cannot read the profile in {path}: {e}; fix or delete the file") from None
+        raw = PROFILE.upgrade(raw, str(path))  # numbered steps (agent/formats.py); newer files are refused
+        try:
+            profile = Profile.from_dict(raw, str(path))
+        except ValueError as e:  # BadInputError is a ValueError
             raise StateError(f"cannot read the profile in {path}: {e}; fix or delete the file") from None
         if profile.user != user:
             raise StateError(f"{path} holds the profile of {profile.user!r}, not of {user!r}; delete the file")
