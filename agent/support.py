@@ -254,15 +254,16 @@ def answer_plan(facts: Sequence, asked: str, name: str, nlp=None) -> Plan:
 def ground_candidates(candidates: Sequence, p: Plan, nlp, config: SupportConfig | None = None) -> list:
     """Candidate answers (with ``text`` and ``logprob`` fields) grounded for the re-ranker, so that it
     chooses among grounded answers only: each is cut at its first unsupported claim as ``ground`` cuts a
-    chat answer, or becomes the plan's fallback memory. The fallback is no sample of the model's, so it
-    gets the batch's lowest log-prob: it wins on what it says (the re-ranker's similarity to the
-    correction), not on the likelihood of the answer it replaced."""
-    low = min((c.logprob for c in candidates), default=0.0)
+    chat answer, or becomes the plan's fallback memory. Re-ranking by support: the fallback is what
+    memory says, the best-supported answer there is, so it gets the batch's highest log-prob and the
+    re-ranker's similarity terms decide between it and the model's grounded answers (with the lowest,
+    a one-word non-answer such as "I" won fb-04 of examples/feedback)."""
+    best = max((c.logprob for c in candidates), default=0.0)
     out = []
     for c in candidates:
         text = ground(c.text, p, nlp, config)
         fell_back = bool(p.fallback) and text == p.fallback and c.text != p.fallback
-        out.append(replace(c, text=text, logprob=low) if fell_back else replace(c, text=text))
+        out.append(replace(c, text=text, logprob=best) if fell_back else replace(c, text=text))
     return out
 
 

@@ -254,9 +254,9 @@ def test_regeneration_is_chosen_by_the_reranker_and_rounds_end_at_the_limit(open
     llm.add_candidates(("Sam lives in Paris.", -0.2), ("Sam lives in Berlin.", -0.5))
     one = agent.feedback(correction="I live in Berlin.")
     # "Sam lives in Paris." names what the correction took back: the re-ranker sees it grounded into the
-    # corrected memory, with the batch's lowest log-prob (issue 14)
+    # corrected memory, with the batch's highest log-prob (issue 14)
     assert sorted((c.text, c.logprob) for c in one.round.candidates) == [
-        ("Sam lives in Berlin.", -0.5), ("You live in Berlin.", -0.5)]
+        ("Sam lives in Berlin.", -0.5), ("You live in Berlin.", -0.2)]
     assert one.round.number == 1 and one.reply.text == one.round.chosen.text == "You live in Berlin."
     assert one.round.signal.rejected == (first.text,)
 

@@ -169,10 +169,10 @@ def test_feedback_candidates_are_grounded_like_chat_answers(nlp):
                       "What is Tia's cat's name?", "Tia", nlp)
     assert cat.names == ("Nala",)
     assert ground("Tia's cat is a cat named Luna.", cat, nlp) == "Your cat is called Nala."
-    # the re-ranker sees grounded candidates only; a fallback keeps the batch's lowest log-prob
-    cands = [Candidate("Ana lives in Paris.", -0.2, 5), Candidate("Berlin is Ana's home.", -0.9, 5)]
+    # the re-ranker sees grounded candidates only; a fallback gets the batch's highest log-prob
+    cands = [Candidate("Berlin is Ana's home.", -0.2, 5), Candidate("Ana lives in Paris.", -0.9, 5)]
     assert [(c.text, c.logprob) for c in ground_candidates(cands, berlin, nlp)] == [
-        ("You live in Berlin.", -0.9), ("Berlin is Ana's home.", -0.9)]
+        ("Berlin is Ana's home.", -0.2), ("You live in Berlin.", -0.2)]
     # without the pipeline (or facts) there is no fallback: the candidate stays for the re-ranker
     bare = answer_plan(["Ana lives in Berlin."], "Where does Ana live?", "Ana")
     assert bare.fallback == "" and ground("Pizza is Italian.", bare, nlp) == "Pizza is Italian."
