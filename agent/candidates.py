@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from agent.errors import BadInputError
-from agent.feedback import Candidate
+from agent.types import Candidate
 from agent.llm import CausalLM, LanguageModel, Message
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from agent.feedback import Candidate
+from agent.types import Candidate
 from agent.llm import GenerationStats, Message
 
 #: the answer EchoLLM gives when the prompt carries no numbered facts

@@ -32,74 +32,23 @@ import numpy as np
 
 from agent.errors import AgentError, BadInputError
 from agent.intent import Intent
+from agent.types import (BAD, GOOD, RATING_MAX, RATING_MIN, Candidate, FeedbackRound, FeedbackSignal, Rating,  # noqa: F401
+                         Reply, Timings)  # the records live in agent/types.py; re-exported here
 from agent.prompt import Exchange, display_name, third_person, trim_history
 from kb.errors import KBError
 from kb.facts import Fact, Status, clean_text, normalize_relation
 
 if TYPE_CHECKING:
-    from agent.loop import Agent, Reply
+    from agent.loop import Agent
     from agent.state import Turn
     from kb import KnowledgeBase
     from kb.embeddings import Embedder
 
-#: the rating scale; /bad is RATING_MIN and /good is RATING_MAX
-RATING_MIN, RATING_MAX = 1, 5
-_LABELS = {1: "bad", 2: "poor", 3: "neutral", 4: "ok", 5: "good"}
-_WORDS = {"bad": 1, "wrong": 1, "poor": 2, "neutral": 3, "ok": 4, "good": 5, "right": 5}
 # the "no, ..." that opens many corrections: it says the old answer was wrong, not what the new one is
 _CORRECTION_LEAD = re.compile(r"(?i)^(?:no|nope|actually|wrong|incorrect|not quite|that's (?:wrong|not right|"
                               r"incorrect))\b[\s,.!:;-]*")
 
 
-@dataclass(frozen=True)
-class Rating:
-    """How the user judged a reply, on a 1..5 scale: 1 bad (wrong), 2 poor, 3 neutral, 4 ok, 5 good.
-
-    ``/bad`` is 1 and ``/good`` is 5. Ratings 1-2 lower the confidence of the facts the reply used
-    and ask for a new answer; 4-5 raise that confidence (4 half as much as 5); 3 changes nothing.
-    """
-
-    value: int
-
-    def __post_init__(self) -> None:
-        if isinstance(self.value, bool) or not isinstance(self.value, int) or not RATING_MIN <= self.value <= RATING_MAX:
-            raise BadInputError(f"rating {self.value!r} is out of range; give an integer {RATING_MIN}..{RATING_MAX} "
-                                f"(1 = bad, 5 = good) or one of: {', '.join(_WORDS)}")
-
-    @classmethod
-    def parse(cls, value: Rating | int | str) -> Rating:
-        """A Rating from itself, an int 1..5, a digit string, or a word (bad, poor, neutral, ok, good...)."""
-        if isinstance(value, Rating):
-            return value
-        if isinstance(value, str):
-            word = value.strip().lower()
-            if word in _WORDS:
-                return cls(_WORDS[word])
-            if word.isdigit() and len(word) <= 3:
-                return cls(int(word))
-            raise BadInputError(f"rating {value!r} is not a rating; give {RATING_MIN}..{RATING_MAX} "
-                                f"or one of: {', '.join(_WORDS)}")
-        return cls(value)  # __post_init__ names a bad value
-
-    @property
-    def is_good(self) -> bool:
-        return self.value >= 4
-
-    @property
-    def is_bad(self) -> bool:
-        return self.value <= 2
-
-    @property
-    def strength(self) -> float:
-        """-1 (bad) .. +1 (good); 0 for neutral."""
-        return (self.value - 3) / 2.0
-
-    def __str__(self) -> str:
-        return f"{self.value}/{RATING_MAX} ({_LABELS[self.value]})"
-
-
-GOOD = Rating(RATING_MAX)
-BAD = Rating(RATING_MIN)
 
 
 @dataclass(frozen=True)
@@ -158,49 +107,6 @@ class FeedbackConfig:
                                 "satisfy 0 <= min_confidence < max_confidence <= 1")
         if not 1 <= self.max_new_tokens <= 1024:
             raise BadInputError(f"feedback max_new_tokens={self.max_new_tokens!r} must be in 1..1024")
-
-
-@dataclass(frozen=True)
-class FeedbackSignal:
-    """What one round of feedback asks for, in words and as vectors of the KB's embedder.
-
-    ``vector`` is the feedback vector: the unit direction λ·target − μ·(newest rejected answer), i.e.
-    where the next answer should move in embedding space (−rejected alone for a bare bad rating).
-    It is what the fusion module injects as a "feedback" knowledge token.
-    """
-
-    round: int  # 1 for the first regeneration of a question
-    rating: Rating
-    text: str | None  # what the answer should say: correction and note, in the third person; None for a bare /bad
-    rejected: tuple[str, ...]  # answers rejected so far for this question, newest first
-    vector: np.ndarray = field(compare=False, repr=False)  # (dim,) float32, unit length
-    target_vector: np.ndarray | None = field(compare=False, repr=False)  # (dim,) embedding of ``text``
-    rejected_vectors: np.ndarray = field(compare=False, repr=False)  # (len(rejected), dim)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One generated answer with the terms of its re-ranking score (None until ``rerank``)."""
-
-    text: str
-    logprob: float  # mean log-probability per generated token under the model (no temperature or penalty)
-    tokens: int  # generated tokens the mean is over
-    greedy: bool = False  # the greedy decode rather than a sample
-    fused: bool = False  # generated with the facts and the feedback vector fused as knowledge tokens
-    target_sim: float | None = None  # cosine to what the feedback asks for (None: nothing was asked)
-    rejected_sim: float | None = None  # highest cosine to a rejected answer (beyond the target: FeedbackConfig)
-    score: float | None = None  # logprob + λ·target_sim − μ·rejected_sim
-
-
-@dataclass(frozen=True)
-class FeedbackRound:
-    """One regeneration: the signal, every candidate with its score (best first), and the one chosen."""
-
-    number: int
-    signal: FeedbackSignal
-    candidates: tuple[Candidate, ...]
-    chosen: Candidate
-    seconds: float  # retrieval, generation and re-ranking of this round
 
 
 @dataclass(frozen=True)
@@ -403,7 +309,6 @@ def _regenerate(agent: Agent, last: Reply, rate: Rating, fix: str | None, note: 
                 learned: list[Fact], superseded: list[Fact], fix_turn: Turn | None, *, extraction: float,
                 write_back: float) -> tuple[Reply, FeedbackRound]:
     """Answer the rated question again from fresh retrieval and re-ranked candidates; becomes the last reply."""
-    from agent.loop import Timings
 
     cfg = agent.config.feedback
     question = last.state

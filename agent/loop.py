@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 from agent.errors import BadInputError, StateError
 from agent.extract import ExtractionContext, Extractor, ExtractorKind, Triple, build_extractor
 from agent.formats import SESSION
+from agent.types import Reply, Timings  # noqa: F401 - re-exported: callers import them from here
 from agent.feedback import (Candidate, FeedbackConfig, FeedbackResult, FeedbackRound, FeedbackSignal, Rating,
                             apply_feedback)
 from agent.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig, Message
@@ -65,37 +66,6 @@ class AgentConfig:
         object.__setattr__(self, "extractor", ExtractorKind.parse(self.extractor))
         if not 0 <= self.max_sentences <= 100:
             raise BadInputError(f"max_sentences={self.max_sentences} must be in 0..100")
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Seconds spent in each step of one turn."""
-
-    state: float = 0.0
-    retrieval: float = 0.0
-    generation: float = 0.0
-    extraction: float = 0.0
-    write_back: float = 0.0
-
-    @property
-    def memory_overhead(self) -> float:
-        """Everything except generation."""
-        return self.state + self.retrieval + self.extraction + self.write_back
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The outcome of one turn."""
-
-    text: str
-    state: Turn  # the dialogue state of this turn (intent, entities, references, focus...)
-    used_facts: tuple[UsedFact, ...]  # numbered as cited in the prompt
-    learned_facts: tuple[Fact, ...]  # new facts stored from the user's message
-    superseded_facts: tuple[Fact, ...]  # facts those replaced or retracted
-    timings: Timings = Timings()
-    rounds: tuple[FeedbackRound, ...] = ()  # feedback regenerations that led to this text, oldest first
-    fused: tuple[FusedFact, ...] = ()  # knowledge tokens the model read, most attended first
-    memories: tuple[Memory, ...] = ()  # what recall put in front of the model (facts and episodes), best first
 
 
 class Agent:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from agent.extract import ExtractionContext, Triple
-from agent.feedback import Candidate, FeedbackSignal
 from agent.intent import Intent
 from agent.llm import Message
 from agent.plans import plan_answer
@@ -33,6 +32,7 @@ from agent.retrieval import UsedFact
 from agent.sentences import count_sentences, may_end
 from agent.state import Turn
 from agent.streaming import TurnStream
+from agent.types import Candidate, FeedbackSignal, Reply, Timings
 from agent.writeback import acknowledge, turn_vector, write_back
 from kb.facts import Fact
 
@@ -170,8 +170,6 @@ def _prepare(agent: Agent, w: _Work, now: float | None):
 
 def _commit(agent: Agent, w: _Work) -> None:
     """Store what the turn learned (if not yet), its reply and the session; set ``agent.last_reply``."""
-    from agent.loop import Reply, Timings  # agent.loop imports this module
-
     turn = w.turn
     w0 = time.perf_counter()
     fused = agent.fuser.read(w.knowledge) if w.generated else ()

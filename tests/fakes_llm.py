@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from agent.feedback import Candidate
+from agent.types import Candidate
 from agent.llm import GenerationStats, Message
 
 #: what ScriptedLLM says once its script is used up
