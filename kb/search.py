@@ -91,7 +91,9 @@ class HybridSearcher:
             exhausted = len(ids) < min(fetch, MAX_FETCH)
             if len(ranked) >= k or exhausted:
                 return ranked
-            if fetch >= MAX_FETCH:
+            if fetch >= MAX_FETCH or len(ranked) * MAX_FETCH < k * len(ids):
+                # at this survival rate even MAX_FETCH would not yield k (a facts-only search in a KB
+                # of mostly episodes): scan the visible rows at once instead of widening in vain
                 return self._exact_scan(qv, k, scope, kinds)
             fetch *= 4
 
