@@ -27,6 +27,11 @@ def relational(run: Run, head: Token, subj: Token, retract: bool) -> bool:
     comp = next(iter(phrase.children(head, "attr", "acomp")), None)
     if comp is None:
         return _located(run, head, subj, neg, retract)
+    if subj.pos_ == "NOUN" and phrase.owner(subj) is None and _for_speaker(head) \
+            and vocab.relation_name(phrase.relation_words(subj)) in vocab.SPEAKER_FOR_RELATIONS:
+        for value in phrase.conjuncts(comp):  # "Home is Glasgow for me"
+            run.values(run.np_self(), vocab.relation_name(phrase.relation_words(subj)), value, neg, retract, whole=True)
+        return True
     if subj.pos_ == "NOUN" and phrase.owner(subj) is not None:
         rel = vocab.relation_name(phrase.relation_words(subj))
         entity_valued = subj.lemma_.lower() in vocab.PERSON_RELATIONS or subj.lemma_.lower() in vocab.PET_NOUNS
@@ -89,6 +94,19 @@ def contracted(run: Run, root: Token) -> bool:
     return False
 
 
+def _owner(run: Run, tok: Token, relation: str | None) -> Ref | None:
+    """The owner of a possessed noun; "our" home is the speaker's too ("Our flat is in Brixton")."""
+    if relation in vocab.SPEAKER_FOR_RELATIONS and tok.lower_ in vocab.FIRST_PERSON_PLURAL:
+        return run.np_self()
+    return run.np(tok)
+
+
+def _for_speaker(head: Token) -> bool:
+    """Whether the clause says "for me" ("Home is Glasgow for me")."""
+    return any(p.lower_ == "for" and any(o.lower_ in vocab.FIRST_PERSON for o in phrase.children(p, "pobj"))
+               for p in phrase.children(head, "prep"))
+
+
 def _located(run: Run, head: Token, subj: Token, neg: bool, retract: bool) -> bool:
     """ "My home is in Hamburg", "my birthday's on 12 August": a possessed noun and a place or date."""
     noun = subj.lemma_.lower()
@@ -96,13 +114,14 @@ def _located(run: Run, head: Token, subj: Token, neg: bool, retract: bool) -> bo
             or noun in vocab.PET_NOUNS:
         return False  # "my sister is in Rome" says where she is today, not a relation
     rel = vocab.relation_name(phrase.relation_words(subj))
-    owner = run.np(phrase.possessor(subj))
+    owner = _owner(run, phrase.possessor(subj), rel)
     pobjs = [o for p in phrase.children(head, "prep") if p.lower_ in ("in", "at", "on")
              for o in phrase.children(p, "pobj")]
     if rel is None or owner is None or owner.common or not pobjs:
         return False
-    for pobj in pobjs:
-        run.values(owner, rel, pobj, neg, retract, whole=True)
+    for pobj in pobjs:  # "my job is at Barclays": a job located at a name is a workplace
+        at = relations.LOCATED_RELATIONS.get(rel) if pobj.pos_ == "PROPN" else None
+        run.values(owner, at or rel, pobj, neg, retract, whole=True)
     return True
 
 
@@ -166,12 +185,15 @@ def _age(run: Run, text: str, ref: Ref, neg: bool, retract: bool) -> None:
 def kind(run: Run, noun: Token, ref: Ref, neg: bool, retract: bool, occupation: bool = False) -> None:
     """ "a nurse" -> occupation (plus works_at for "a nurse at X"), "a dog" -> is_a."""
     _, negated = vocab.polarity("occupation", neg, retract)
-    if occupation or noun.lemma_.lower() in vocab.OCCUPATIONS:
+    employer = any(p.lower_ in ("at", "for", "with") and any(o.pos_ == "PROPN" for o in phrase.children(p, "pobj"))
+                   for p in phrase.children(noun, "prep"))  # "a software dev at Monzo": a role at a named employer
+    if occupation or employer or noun.lemma_.lower() in vocab.OCCUPATIONS:
         run.emit(ref, "occupation", phrase.noun_text(noun, keep_adjectives=False), negated)
         for prep in phrase.children(noun, "prep"):
-            if prep.lower_ in ("at", "for"):
+            if prep.lower_ in ("at", "for", "with"):
                 for pobj in phrase.children(prep, "pobj"):
-                    run.values(ref, "works_at", pobj, neg, retract)
+                    if prep.lower_ != "with" or pobj.pos_ == "PROPN":  # "an engineer with Rolls-Royce"
+                        run.values(ref, "works_at", pobj, neg, retract)
     elif phrase.has_article(noun):
         run.emit(ref, "is_a", phrase.noun_text(noun), negated)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from agent import copula, modality, phrase, relations, vocab
+from agent import copula, modality, phrase, relations, timeparse, vocab
 from agent.literal import looks_like_date, normalize_date, parse_number
 
 if TYPE_CHECKING:
@@ -85,6 +85,24 @@ def have(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
                 run.emit(ref, "owns", phrase.value_text(obj), negated)
 
 
+def dropped_i(head: Token) -> bool:
+    """A chat statement with "I" left out: a sentence-root past or participle verb with no subject
+    and nothing but adverbs before it ("Just moved to Seattle!"); never an imperative (base form)."""
+    gerund = head.tag_ == "VBG" and (head.lemma_.lower() in modality.GOVERNORS or (  # "Planning to move to Spain"
+        relations.frame_verb(head.lemma_.lower()) is not None and head.lemma_.lower() in modality.CHANGE_VERBS))
+    return (head.dep_ == "ROOT" and (head.tag_ in ("VBD", "VBN") or gerund) and head.lemma_.lower() != "be"
+            and all(t.dep_ in ("advmod", "punct", "intj") for t in head.doc[head.sent.start:head.i])
+            and not any(c.dep_ in ("expl", "csubj", "auxpass", "aux") for c in head.children))
+
+
+def verb_tagged_noun(head: Token, conj: Token) -> bool:
+    """ "I live in London and work in Canary Wharf": the parser tagged the second verb a noun. It is
+    one when it joins a verb, has a frame (agent.relations), takes a preposition and no determiner."""
+    return (head.pos_ == "VERB" and conj.pos_ == "NOUN" and relations.frame_verb(conj.lemma_.lower()) is not None
+            and any(c.dep_ == "prep" for c in conj.children)
+            and not any(c.dep_ in ("det", "poss", "amod", "compound") for c in conj.children))
+
+
 def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
     """Verb + preposition/object frames from ``vocab.VERB_RELATIONS``."""
     lemma = relations.frame_verb(head.lemma_.lower()) or head.lemma_.lower()
@@ -92,7 +110,7 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
     if lemma == "grow" and not any(c.dep_ == "prt" and c.lower_ == "up" for c in head.children):
         return
     wish = any(c.dep_ == "aux" and c.lower_ in ("would", "'d", "d") for c in head.children)
-    for child in head.children:
+    for child in list(head.children) + _companion_preps(head) + _shared_preps(head):
         if child.dep_ in ("prep", "agent"):
             prep = "agent" if child.dep_ == "agent" else child.lower_
             for pobj in phrase.children(child, "pobj"):
@@ -103,6 +121,9 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
                     continue
                 if lemma == "move" and prep == "from":  # "moved from Paris to Berlin"
                     run.values(ref, "lives_in", pobj, False, True)
+                elif prep in frames and frames[prep] == "works_at" and any(
+                        o.lemma_.lower() in relations.STUDY_NOUNS for o in phrase.children(head, "dobj")):
+                    continue  # "started uni at Bristol": a course (below), not a job
                 elif prep in frames and frames[prep] == "occupation":  # "work as a nurse at X"
                     copula.kind(run, pobj, ref, neg, retract, occupation=True)
                 elif prep in frames:
@@ -126,6 +147,20 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
             run._clause(child, [ref], retract)  # "start working at Meta": the complement holds the fact
     if "dobj" not in frames:
         course(run, head, ref, neg, retract)  # "starting a new job at Spotify"
+
+
+def _shared_preps(head: Token) -> list[Token]:
+    """ "born and raised in Chicago": a verb with no object of its own shares its conjunct's preposition."""
+    if any(c.dep_ in ("prep", "agent", "dobj") for c in head.children):
+        return []
+    return [p for c in head.children if c.dep_ == "conj" and c.pos_ == "VERB" and not phrase.children(c, "nsubj")
+            for p in phrase.children(c, "prep")]
+
+
+def _companion_preps(head: Token) -> list[Token]:
+    """Prepositions the parser hung on a companion: "I live with my wife in Austin" ("in" under "wife")."""
+    return [p for w in phrase.children(head, "prep") if w.lower_ in relations.COMPANION_PREPS
+            for o in phrase.children(w, "pobj") for p in phrase.children(o, "prep") if p.lower_ != "of"]
 
 
 def course(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> bool:
@@ -158,8 +193,17 @@ def objects(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
         if ended is not None and obj.pos_ == "PROPN":  # "I left Microsoft"
             run.values(ref, ended, obj, neg, True)
             return
+        named = relations.NOUN_FRAMES.get((lemma, obj.lemma_.lower()))
+        places = [o for p in phrase.children(obj, "prep") + phrase.children(head, "prep") if p.lower_ in ("in", "at")
+                  for o in phrase.children(p, "pobj")]
+        if named is not None and places:  # "I've made my home in Vancouver"
+            for place in places:
+                run.values(ref, named, place, neg, retract)
+            return
     if not neg:  # "I'm not going to move": a negated plan or wish stores nothing
-        for x in phrase.children(head, "xcomp"):
+        pcomps = [x for p in phrase.children(head, "prep") for x in phrase.children(p, "pcomp")
+                  if x.tag_ == "VBG" and head.lemma_.lower() in modality.GOVERNORS]  # "planning on moving"
+        for x in phrase.children(head, "xcomp") + pcomps:
             if not phrase.children(x, "nsubj", "nsubjpass"):
                 run._clause(x, [ref], retract)
     if not run.cfg.open_relations or head.pos_ != "VERB" or head.tag_ not in ("VBP", "VBZ") \
@@ -215,10 +259,12 @@ def value_of(run: Run, tok: Token, relation: str) -> str | None:
              for o in phrase.children(acl, "oprd")]
     if named and tok.pos_ == "NOUN":  # "a startup called Loom" -> Loom
         tok = named[0]
-    if relation == "lives_in" and tok.lemma_.lower() in relations.GENERIC_PLACES:  # "a place in Dublin"
+    if relation in relations.PLACE_RELATIONS and tok.lemma_.lower() in relations.GENERIC_PLACES:  # "a place in Dublin"
         inner = [o for p in phrase.children(tok, "prep") if p.lower_ in ("in", "at", "near")
                  for o in phrase.children(p, "pobj")]
         tok = inner[0] if inner else tok
+    if relation not in _DATED and phrase.subtree_text(tok).lower() in timeparse.VAGUE:
+        return None  # "living in Berlin at the moment": a time, not a place
     ent = phrase.entity_span(tok)
     if ent is not None and relation not in _DATED and (ent.label_ in _AMOUNTS or (
             ent.label_ in ("DATE", "TIME") and tok.dep_ == "pobj")):

@@ -166,10 +166,14 @@ def governed_modality(head: Token) -> Modality:
     """The modality the verbs above ``head`` impose on it ("want to move", "my friend thinks I ...")."""
     mod = Modality.ASSERTED
     tok = head
-    while tok.dep_ in ("xcomp", "ccomp", "conj", "advcl", "acomp") and tok.head is not tok:
+    while tok.dep_ in ("xcomp", "ccomp", "conj", "advcl", "acomp", "pcomp") and tok.head is not tok:
         gov = tok.head
+        if tok.dep_ == "pcomp":  # "planning on moving", "thinking of moving": the verb above the preposition
+            if gov.dep_ != "prep" or gov.head is gov:
+                break
+            gov = gov.head
         lemma = gov.lemma_.lower()
-        if tok.dep_ == "xcomp" or (tok.dep_ == "ccomp" and not _subject(tok)):
+        if tok.dep_ in ("xcomp", "pcomp") or (tok.dep_ == "ccomp" and not _subject(tok)):
             found = GOVERNORS.get(lemma)
             if lemma == "go" and gov.tag_ != "VBG":
                 found = None  # "go to school" is no "going to"

@@ -76,6 +76,8 @@ class Ref:
     name: str
     confidence: float
     common: bool = False  # a bare common noun ("the dog"): not an entity to state facts about
+    # the relations this subject may take; "we" holds the speaker only for a shared home ("we live in Leeds")
+    only: frozenset[str] | None = None
 
 
 _HEDGES = frozenset({"maybe", "probably", "perhaps", "possibly"})
@@ -161,7 +163,7 @@ class Run:
                 self._visit(child, None, retract)
         subjects = self._clause(head, inherited, retract)
         for child in head.children:
-            if child.dep_ == "conj" and child.pos_ in ("VERB", "AUX"):
+            if child.dep_ == "conj" and (child.pos_ in ("VERB", "AUX") or frames.verb_tagged_noun(head, child)):
                 self._visit(child, subjects, retract)
             elif child.dep_ == "advcl" and child.tag_ == "VBG" and subjects and not phrase.children(
                     child, "mark", "nsubj", "nsubjpass"):
@@ -202,14 +204,19 @@ class Run:
         subj_toks = [s for c in phrase.children(head, "nsubj", "nsubjpass") for s in phrase.conjuncts(c)
                      if inherited is None or c.lower_ not in vocab.RELATIVE_PRONOUNS]
         if not subj_toks:
-            if inherited is None:
+            if inherited is None and frames.dropped_i(head):
+                refs = [self.np_self()]  # "Just moved to Seattle!", "Currently employed at Tesco"
+            elif inherited is None:
                 self._imperative(head)
                 return None
-            refs = inherited
+            else:
+                refs = inherited
         else:
-            if any(s.lower_ in vocab.NOT_STORED_PERSONS for s in subj_toks):
+            if [s.lower_ for s in subj_toks] == ["we"]:  # the speaker's household: its home is theirs
+                subj_toks, we = [], Ref(self.ctx.user, self.cfg.confidence, only=vocab.SPEAKER_FOR_RELATIONS)
+            elif any(s.lower_ in vocab.NOT_STORED_PERSONS for s in subj_toks):
                 return []
-            refs = []
+            refs = [we] if not subj_toks else []
             for s in subj_toks:
                 if lemma == "be" and s.lower_ in vocab.THING_PRONOUNS:
                     continue  # "It is a nice day": usually an expletive, never a safe subject
@@ -343,6 +350,8 @@ class Run:
         if not self.mod.stored:
             return
         rel = vocab.valid_relation(relation)
+        if ref.only is not None and rel not in ref.only:
+            return
         if self.mod is Modality.PLAN and rel is not None:
             if negated:
                 return

@@ -88,11 +88,14 @@ def value_text(tok: Token) -> str:
     ent = entity_span(tok)
     if ent is not None and any(c.dep_ == "compound" and c.pos_ == "PROPN" and c.i < ent.start for c in tok.children):
         return noun_text(tok)  # NER split "Honda Civic" into ORG + PRODUCT: the phrase is the value
-    if ent is not None:
-        return ent.text
     if tok.pos_ == "NUM" or any(c.dep_ == "nummod" for c in tok.children):
-        return _subtree_text(tok)  # "May 3", "3 May 1990"
-    return noun_text(tok)
+        return ent.text if ent is not None else _subtree_text(tok)  # "May 3", "3 May 1990"
+    text = ent.text if ent is not None else noun_text(tok)
+    if tok.pos_ == "PROPN" and tok.dep_ in ("pobj", "dobj", "attr") and any(
+            c.dep_ == "case" and c.lower_ in ("'s", "’s") and c.i == tok.i + 1 for c in tok.children) \
+            and not text.endswith(("'s", "’s")):
+        return text + tok.doc[tok.i + 1].text  # "at Addenbrooke's", "at McDonald's": the name owns nothing
+    return text
 
 
 def _subtree_text(tok: Token) -> str:

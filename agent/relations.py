@@ -33,10 +33,11 @@ FRAMES: tuple[tuple[str, str, str], ...] = (
     ("marry", "dobj", "married_to"), ("marry", "to", "married_to"), ("engage", "to", "engaged_to"), ("date", "dobj", "partner"), ("come", "from", "comes_from"),
     ("hail", "from", "comes_from"), ("teach", "dobj", "teaches"), ("learn", "dobj", "learning"),
     ("drive", "dobj", "drives"), ("turn", "dobj", "age"), ("grow", "in", "grew_up_in"), ("raise", "in", "grew_up_in"),
-    ("bear", "on", "born_on"), ("bear", "in", "born_in"),
+    ("bear", "on", "born_on"), ("bear", "in", "born_in"), ("teach", "at", "works_at"), ("lecture", "at", "works_at"),
+    ("live", "outside", "lives_near"), ("live", "by", "lives_near"),
 )
 #: predicates whose value must be a name (a proper noun): "joined Shopify", not "joined a gym"
-NEEDS_NAME = frozenset({("join", "dobj"), ("start", "at"), ("go", "to")})
+NEEDS_NAME = frozenset({("join", "dobj"), ("start", "at"), ("go", "to"), ("teach", "at"), ("lecture", "at")})
 #: predicates whose value must be a number ("I turned 30", not "I turned the page")
 NEEDS_NUMBER = frozenset({("turn", "dobj")})
 #: predicates whose named value must also name a school ("goes to Greenfield Primary", not "to Paris")
@@ -55,11 +56,16 @@ SCHOOL_WORDS = frozenset({"school", "primary", "high", "academy", "college", "un
 JOB_NOUNS = frozenset({"job", "position", "role", "post", "internship", "placement", "gig"})
 #: nouns that name a course of study: "doing a PhD at Oxford" -> studies_at
 STUDY_NOUNS = frozenset({"phd", "degree", "masters", "master", "doctorate", "course", "mba", "bachelor",
-                         "bachelors", "diploma", "apprenticeship"})
+                         "bachelors", "diploma", "apprenticeship", "uni", "university", "college"})
 #: nouns that stand for a home rather than name it: "moved into a place in Dublin" -> Dublin
 GENERIC_PLACES = frozenset({"place", "flat", "apartment", "house", "home", "room", "town", "city", "village"})
+#: relations whose value is a place: a generic place gives way to the named one ("a town near Lyon")
+PLACE_RELATIONS = frozenset({"lives_in", "grew_up_in", "born_in", "comes_from", "lives_near"})
 #: verbs that end the job they take as object ("quit my job at Amazon")
 JOB_ENDING_VERBS = frozenset({"quit", "leave", "lose"})
+#: (verb, object noun) whose "in"/"at" phrase is a relation's value: "made my home in Vancouver"
+NOUN_FRAMES: dict[tuple[str, str], str] = {("make", "home"): "lives_in", ("build", "home"): "lives_in",
+                                           ("set", "home"): "lives_in"}
 #: verbs that end a relation with their object ("I left Microsoft")
 ENDING_FRAMES: dict[tuple[str, str], str] = {("leave", "dobj"): "works_at"}
 #: a canonical relation said as a plan -> the plan relation stored (never superseding the fact)
@@ -73,6 +79,10 @@ LIGHT_VERBS = frozenset({"be", "have", "do", "get", "make", "take", "go", "come"
                          "say", "tell", "know", "think", "want", "need", "see", "look", "feel", "seem",
                          "try", "use", "keep", "call", "name", "mean", "find", "start", "stop", "become",
                          "ask", "wish", "hope", "plan", "like", "love", "turn", "leave", "guess", "suppose"})
+#: a relation noun placed at a name means another relation: "my job is at Barclays" -> works_at
+LOCATED_RELATIONS: dict[str, str] = {"occupation": "works_at"}
+#: prepositions of company: a frame's place may hang off their object ("live with my wife in Austin")
+COMPANION_PREPS = frozenset({"with", "alongside"})
 #: prepositions whose object is a circumstance (time, company, manner), not the predicate's value
 CIRCUMSTANCE_PREPS = frozenset({"for", "with", "since", "during", "until", "before", "after", "by", "like",
                                 "than", "about", "because", "despite", "without", "via", "per"})

@@ -233,6 +233,10 @@ class StateTracker:
                 for m in last.mentions:
                     if m.entity == normalize_name(item.object) and m.label not in ("PERSON", "SELF"):
                         m.label = "PERSON"
+                if not any(m.entity == normalize_name(item.object) for m in last.mentions) and not getattr(item, "negated", False):
+                    at = max(0, last.text.lower().find(item.object.lower()))  # "a sister called Ana": the NER
+                    last.mentions.append(Mention(item.object, normalize_name(item.object), "PERSON",  # missed her
+                                                 at, at + len(item.object)))
         for item in items:
             if normalize_name(item.subject) != me:
                 continue

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: prepositions whose object is a point in time ("in June", "since January"); "for ten years" is a duration
 _TIME_PREPS = frozenset({"in", "on", "since", "from", "at", "by", "until", "till", "after", "before"})
 #: phrases that are times but name no resolvable moment; they mean "now" or nothing
-_VAGUE = frozenset({"these days", "nowadays", "today", "now", "right now", "currently", "at the moment",
+VAGUE = _VAGUE = frozenset({"these days", "nowadays", "today", "now", "right now", "currently", "at the moment",
                     "someday", "one day", "soon", "a while", "the moment"})
 #: words dateparser does not need ("since January" -> "January", "in June" -> "June")
 _LEADING = ("since ", "in ", "on ", "from ", "by ", "until ", "at ", "the ", "this past ")

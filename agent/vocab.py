@@ -85,8 +85,12 @@ NOUN_RELATIONS: dict[str, str] = {
     "employer": "works_at", "company": "works_at", "workplace": "works_at", "school": "studies_at",
     "university": "studies_at", "college": "studies_at", "nationality": "nationality",
     "language": "language", "colour": "color", "favourite": "favorite", "neighbour": "neighbor",
-    "pet": "has_pet", "home": "lives_in", "house": "lives_in",
+    "pet": "has_pet", "home": "lives_in", "house": "lives_in", "flat": "lives_in", "apartment": "lives_in",
 }
+#: relations a home noun names for whoever says "our ..." or "... for me": the speaker lives there too
+SPEAKER_FOR_RELATIONS = frozenset({"lives_in"})
+#: "our flat": a possessor that includes the speaker
+FIRST_PERSON_PLURAL = frozenset({"our", "we", "us"})
 #: multi-word nouns: "first name" -> name, "email address" -> email
 PHRASE_RELATIONS: dict[str, str] = {
     "first name": "name", "given name": "name", "full name": "full_name", "last name": "last_name",

@@ -190,8 +190,16 @@ def test_reported_speech_is_not_extracted(patterns):
 def test_unresolved_pronouns_and_second_person_are_dropped(patterns):
     nobody = ExtractionContext("alice")
     assert patterns.extract("She lives in Rome.", nobody) == []
-    assert patterns.extract("We live in Paris.", nobody) == []
+    assert patterns.extract("We love jazz.", nobody) == []  # "we" says nothing about the speaker alone...
     assert patterns.extract("It is a nice day.", nobody) == []
+
+
+def test_we_share_the_speakers_home_only(patterns):
+    nobody = ExtractionContext("alice")  # ...except where the household lives: the speaker lives there too
+    assert _tuples(patterns.extract("We live in Paris and we love jazz.", nobody)) == [
+        ("alice", "lives_in", "Paris", False)]
+    assert [(t.relation, t.object) for t in patterns.extract("We're relocating to Austin next year.", nobody)] == [
+        ("plans_to_move_to", "Austin")]
 
 
 def test_dedup_keeps_order(patterns):

