@@ -128,6 +128,7 @@ class Hit:
     episode: Episode | None = None
     vector_score: float | None = None  # cosine similarity from the vector index
     keyword_rank: int | None = None  # 1-based rank in the BM25 keyword list
+    keyword_score: float | None = None  # BM25 (higher is better; facts and episodes score apart)
     via_entities: tuple[str, ...] = ()  # query entities whose graph neighbourhood it came from
 
     @property

@@ -113,15 +113,15 @@ class HybridSearcher:
         best.sort(key=lambda t: -t[1])
         return best[:k]
 
-    def keyword_ranked(self, query: str, k: int, scope: Scope, kinds: Sequence[Kind]) -> list[int]:
-        """Vector ids ranked by BM25 over fact and episode texts (best first)."""
+    def keyword_ranked(self, query: str, k: int, scope: Scope, kinds: Sequence[Kind]) -> list[tuple[int, float]]:
+        """[(vector id, BM25 score: higher is better)] over fact and episode texts, best first."""
         terms = query_terms(query)
         scored: list[tuple[float, int]] = []
         for kind in (Kind.FACT, Kind.EPISODE):
             if kind in kinds and (match := fts_query(self._selective(terms, kind))):
                 scored += self.log.keyword(kind, match, scope, k)
         scored.sort()  # bm25() is lower-is-better
-        return [vid for _, vid in scored[:k]]
+        return [(vid, -s) for s, vid in scored[:k]]
 
     def _selective(self, terms: Sequence[str], kind: Kind) -> list[str]:
         """Terms that match at most COMMON_TERM_ROWS rows (probing stops counting there)."""
@@ -159,9 +159,11 @@ class HybridSearcher:
             vr = self.vector_ranked(qv, fetch, scope, kinds)
             vec_scores = dict(vr)
             lists.append([v for v, _ in vr])
-        kw = self.keyword_ranked(query, fetch, scope, kinds)
+        kw_scored = self.keyword_ranked(query, fetch, scope, kinds)
+        kw = [v for v, _ in kw_scored]
         lists.append(kw)
         kw_rank = {v: i + 1 for i, v in enumerate(kw)}
+        kw_score = dict(kw_scored)
         via: dict[int, tuple[str, ...]] = {}
         if Kind.FACT in kinds:
             gr = self.graph_ranked(entities, fetch, scope)
@@ -179,7 +181,7 @@ class HybridSearcher:
             if rec is None:
                 continue
             common = dict(score=score, vector_score=vec_scores.get(vid), keyword_rank=kw_rank.get(vid),
-                          via_entities=via.get(vid, ()))
+                          keyword_score=kw_score.get(vid), via_entities=via.get(vid, ()))
             if isinstance(rec, Episode):
                 hits.append(Hit(kind=Kind.EPISODE, episode=rec, **common))
             else:

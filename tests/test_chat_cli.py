@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -298,4 +299,4 @@ def test_why_shows_recalled_turns_with_their_source(chat):
     why = "\n".join(out)
     assert "earlier turns recalled" in why
     line = next(line for line in why.splitlines() if "Biscuit" in line and "/turn/0" in line)
-    assert line.strip().startswith("0.") and "sam at" in line
+    assert re.match(r"\d+\.\d{3}  sam at ", line.strip()), line  # score, speaker, time, source
