@@ -11,13 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.errors import BadInputError, ModelLoadError
-from agent.fusion import (
-    FusionMode,
-    KnowledgeTokens,
-    load_adapter,
-    matching_adapter,
-    packaged_adapter_dir,
-)
+from agent.fusion import FusionMode, KnowledgeTokens
+from agent.fusion_files import load_adapter, matching_adapter, packaged_adapter_dir
 from agent.knowledge import KnowledgeEncoder
 from agent.synth import is_refusal
 from kb.facts import Fact, normalize_name

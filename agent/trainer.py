@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 
 from agent.errors import BadInputError, ModelLoadError
-from agent.fusion import FusionConfig, build_adapter, decoder_layers, save_adapter, value_token_ids
+from agent.fusion import FusionConfig, build_adapter, decoder_layers, value_token_ids
+from agent.fusion_files import save_adapter
 from agent.knowledge import KnowledgeEncoder, qa_messages
 from agent.llm import PACKAGED_SMOLLM, CausalLM, LLMConfig
 from agent.synth import Example, Split, World

@@ -40,7 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.fusion import FusionConfig, KnowledgeTokens, build_adapter, load_adapter, packaged_adapter_dir  # noqa: E402
+from agent.fusion import FusionConfig, KnowledgeTokens, build_adapter  # noqa: E402
+from agent.fusion_files import load_adapter, packaged_adapter_dir  # noqa: E402
 from agent.llm import CausalLM, LLMConfig, cache_arg  # noqa: E402
 
 #: model shapes: (transformers model type, config fields, fusion layers for a fresh adapter or None = packaged)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from agent.errors import BadInputError, ModelLoadError
-from agent.fusion import FusedModel, FusionConfig, KnowledgeTokens, build_adapter, load_adapter, save_adapter
+from agent.fusion import FusedModel, FusionConfig, KnowledgeTokens, build_adapter
+from agent.fusion_files import load_adapter, save_adapter
 from agent.synth import RELATIONS, REFUSAL, Split, World, is_correct, is_refusal
 
 E = 32  # embedder width of the fake knowledge vectors
@@ -278,7 +279,7 @@ def test_training_checkpoints_resumes_and_writes_a_loadable_adapter(tmp_path):
 
 @pytest.mark.integration
 def test_fused_generation_is_the_same_with_and_without_the_kv_cache():
-    from agent.fusion import packaged_adapter_dir
+    from agent.fusion_files import packaged_adapter_dir
     from agent.knowledge import KnowledgeEncoder, qa_messages
     from agent.llm import CausalLM, LLMConfig, Message
     from kb.embeddings import SentenceTransformerEmbedder

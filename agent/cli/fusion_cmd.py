@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.fusion import load_adapter, packaged_adapter_dir
+    from agent.fusion_files import load_adapter, packaged_adapter_dir
     from agent.fusion_eval import EvalConfig, FusionEvaluator, table
     from agent.llm import PACKAGED_SMOLLM, CausalLM, LLMConfig
     from kb.embeddings import SentenceTransformerEmbedder
