@@ -4,7 +4,7 @@ signals, candidates and rounds, the rating), kept apart from the code that makes
 This module imports no behaviour at run time (only type names for annotations), so every module of
 the turn can import it without the cycles loop -> turn -> feedback -> loop and candidates <-> turn;
 the import-linter contract ``agent-types-are-records`` keeps it that way. The records are re-exported
-from agent.loop and agent.feedback, where they lived before.
+from agent.pipeline.loop and agent.feedback, where they lived before.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from agent.errors import BadInputError
 if TYPE_CHECKING:
     import numpy as np
 
-    from agent.fuser import FusedFact
-    from agent.memory import Memory
-    from agent.retrieval import UsedFact
-    from agent.state import Turn
+    from agent.fusion.fuser import FusedFact
+    from agent.memory.recall import Memory
+    from agent.memory.retrieval import UsedFact
+    from agent.dialogue.state import Turn
     from kb.facts import Fact
 
 

@@ -44,7 +44,7 @@ class StubLLM:
     id = "stub"
 
     def __init__(self) -> None:
-        from agent.llm import GenerationStats
+        from agent.generation.llm import GenerationStats
 
         self.last_stats = GenerationStats()
 
@@ -59,8 +59,8 @@ class StubLLM:
 
 
 def overhead(n_facts: int, turns: int) -> dict:
-    from agent.loop import Agent
-    from agent.nlp import load_nlp
+    from agent.pipeline.loop import Agent
+    from agent.language.nlp import load_nlp
     from kb import KBConfig, KnowledgeBase, NewFact, SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder()
@@ -92,9 +92,9 @@ def overhead(n_facts: int, turns: int) -> dict:
 
 
 def kv_reuse(turns: Sequence[int], device: str) -> dict:
-    from agent.llm import CausalLM, LLMConfig
-    from agent.profile import Profile
-    from agent.prompt import Exchange, build_messages, system_text, trim_history
+    from agent.generation.llm import CausalLM, LLMConfig
+    from agent.profile.profile import Profile
+    from agent.generation.prompt import Exchange, build_messages, system_text, trim_history
     from kb.facts import Fact, Status
 
     llm = CausalLM(LLMConfig(device=device, max_new_tokens=24))
@@ -119,7 +119,7 @@ def kv_reuse(turns: Sequence[int], device: str) -> dict:
 
 
 def generation_speed(device: str) -> list[dict]:
-    from agent.llm import CausalLM, LLMConfig, Message
+    from agent.generation.llm import CausalLM, LLMConfig, Message
 
     rows = []
     for bf16 in (True, False):

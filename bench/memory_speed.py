@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.ingest import PARSE_CHARS, ChatTurn, parse_time
-from agent.loop import Agent, AgentConfig
+from agent.memory.ingest import PARSE_CHARS, ChatTurn, parse_time
+from agent.pipeline.loop import Agent, AgentConfig
 from kb import KBConfig, KnowledgeBase, NewEpisode, NewFact
 from kb.config import EMBED_CHARS
 from kb.errors import KBError

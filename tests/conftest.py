@@ -43,7 +43,7 @@ def kb(kb_path, embedder):
 @pytest.fixture(scope="session")
 def nlp():
     """The packaged spaCy pipeline, loaded once per session (it is only read)."""
-    from agent.nlp import load_nlp
+    from agent.language.nlp import load_nlp
 
     return load_nlp()
 
@@ -52,7 +52,7 @@ def nlp():
 def agent_factory(kb_path, nlp):
     """agent_factory(user, llm, config=None) -> an Agent owning a KB opened on ``kb_path``
     (hash embedder); every agent still open is closed after the test."""
-    from agent.loop import Agent, AgentConfig
+    from agent.pipeline.loop import Agent, AgentConfig
 
     opened: list[Agent] = []
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from agent.types import Candidate
-from agent.llm import GenerationStats, Message
+from agent.generation.llm import GenerationStats, Message
 
 #: what ScriptedLLM says once its script is used up
 DEFAULT_REPLY = "OK."

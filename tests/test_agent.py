@@ -10,10 +10,10 @@ import pytest
 from fakes_llm import ScriptedLLM, echo_facts, fact_lines
 
 from agent.errors import BadInputError
-from agent.intent import Intent
-from agent.loop import Agent, AgentConfig
-from agent.prompt import PromptConfig
-from agent.sentences import count_sentences
+from agent.language.intent import Intent
+from agent.pipeline.loop import Agent, AgentConfig
+from agent.generation.prompt import PromptConfig
+from agent.language.sentences import count_sentences
 from kb.facts import Status
 
 

@@ -14,7 +14,7 @@ import pytest
 from fakes_llm import ScriptedLLM, echo_facts
 
 from agent.cli import chat_cmd, demo_cmd, main
-from agent.loop import Agent, AgentConfig
+from agent.pipeline.loop import Agent, AgentConfig
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.chat_import import read_chat
+from agent.memory.chat_import import read_chat
 from agent.cli import main
 from agent.errors import BadInputError
 
@@ -61,7 +61,7 @@ def test_cli_imports_a_chatgpt_export_idempotently_and_recall_cites_its_turns(tm
     lisbon = next(f for f in facts if f["object"] == "lisbon")
     assert lisbon["sources"][0]["source_id"] == "conv-dog/u2b"
 
-    from agent.loop import Agent
+    from agent.pipeline.loop import Agent
     from kb import HashEmbedder, KBConfig, KnowledgeBase
     from tests.fakes_llm import ScriptedLLM
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from tiny_models import byte_tokenizer, save_tiny_llama
 
-from agent.fuser import AgentFusionConfig
-from agent.fusion import FusionConfig, FusionMode, build_adapter
-from agent.fusion_files import save_adapter
-from agent.llm import CausalLM, LLMConfig, Message
-from agent.loop import Agent, AgentConfig
+from agent.fusion.fuser import AgentFusionConfig
+from agent.fusion.adapter import FusionConfig, FusionMode, build_adapter
+from agent.fusion.files import save_adapter
+from agent.generation.llm import CausalLM, LLMConfig, Message
+from agent.pipeline.loop import Agent, AgentConfig
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 
 

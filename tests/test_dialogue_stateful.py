@@ -19,8 +19,8 @@ from fakes_llm import ScriptedLLM
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from agent.loop import Agent
-from agent.nlp import load_nlp
+from agent.pipeline.loop import Agent
+from agent.language.nlp import load_nlp
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 
 # names the small spaCy model tags as proper nouns; each user's world is disjoint from the other's

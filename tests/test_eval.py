@@ -7,17 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.errors import BadInputError
-from agent.scenario import Category, ScenarioError, TurnKind, load_scenarios
+from agent.evals.scenario import Category, ScenarioError, TurnKind, load_scenarios
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
-AGENT = Path(__file__).resolve().parent.parent / "agent"
-# the chat loop is still being assembled; the end-to-end tests need all of it
-needs_loop = pytest.mark.skipif(
-    not all((AGENT / f).exists() for f in ("state.py", "extract.py", "loop.py")),
-    reason="agent/state.py, agent/extract.py or agent/loop.py is not there yet",
-)
-
-
 def _good() -> dict:
     return {
         "id": "t-1", "category": "single_hop", "description": "d", "user": "alice",
@@ -101,7 +93,7 @@ def test_bad_json_and_duplicate_ids(tmp_path):
 
 
 def test_cli_exits_non_zero_on_a_broken_file(tmp_path, capsys):
-    from agent.eval import main
+    from agent.evals.scenario_eval import main
 
     data = _good()
     data["sessions"] = "nope"
@@ -115,8 +107,8 @@ def test_cli_exits_non_zero_on_a_broken_file(tmp_path, capsys):
 
 
 def test_answer_matching_and_canonical_triples(tmp_path, kb):
-    from agent.eval import answer_ok, canon, mentions
-    from agent.scenario import ScriptTurn
+    from agent.evals.scenario_eval import answer_ok, canon, mentions
+    from agent.evals.scenario import ScriptTurn
 
     assert mentions("You live in Paris.", "paris") and not mentions("I remembered", "red")
     assert mentions("You hate mushrooms", "mushroom")
@@ -129,8 +121,8 @@ def test_answer_matching_and_canonical_triples(tmp_path, kb):
 
 
 def test_abstain_label_grades_abstentions_both_ways():
-    from agent.eval import answer_ok
-    from agent.scenario import ScriptTurn
+    from agent.evals.scenario_eval import answer_ok
+    from agent.evals.scenario import ScriptTurn
 
     must = ScriptTurn(TurnKind.ASK, "Where do I work?", reject=("Lisbon",), abstain=True)
     assert answer_ok(must, "You haven't told me where you work.")
@@ -141,7 +133,7 @@ def test_abstain_label_grades_abstentions_both_ways():
 
 
 def test_new_sets_have_labels_and_a_test_half():
-    from agent.scenario import Split
+    from agent.evals.scenario import Split
 
     scenarios = load_scenarios(SCENARIOS)
     for cat, least in ((Category.UNANSWERABLE, 60), (Category.GENERAL_KNOWLEDGE, 20)):
@@ -153,7 +145,7 @@ def test_new_sets_have_labels_and_a_test_half():
 
 
 def test_policy_metrics_count_per_split():
-    from agent.eval_grounded import policy_metrics
+    from agent.evals.grounded import policy_metrics
 
     def row(cat, split="dev", correct=True, grounded=True, abstained=False, unsupported=(), bare=False):
         return {"category": cat, "split": split, "correct": correct, "grounded": grounded, "abstained": abstained,
@@ -172,9 +164,8 @@ def test_policy_metrics_count_per_split():
 # --------------------------------------------------------------------------- end to end
 
 
-@needs_loop
 def test_fake_run_end_to_end(tmp_path):
-    from agent.eval import EvalConfig, Step, evaluate, format_report, main, report_json
+    from agent.evals.scenario_eval import EvalConfig, Step, evaluate, format_report, main, report_json
 
     src = tmp_path / "three"
     src.mkdir()

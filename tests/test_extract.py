@@ -6,7 +6,7 @@ import json
 import pytest
 
 from agent.errors import AgentError, BadInputError, ExtractionError, ModelLoadError
-from agent.extract import (
+from agent.extraction.extract import (
     ExtractionContext,
     ExtractorKind,
     LLMExtractor,
@@ -15,8 +15,8 @@ from agent.extract import (
     Triple,
     build_extractor,
 )
-from agent.literal import normalize_date, parse_number
-from agent.vocab import sentence
+from agent.language.literal import normalize_date, parse_number
+from agent.language.vocab import sentence
 from kb.facts import normalize_name
 
 # A fake KB for "my sister" chains: alice's sister is mary, mary's husband is john.
@@ -558,7 +558,7 @@ def test_joining_something_unnamed_is_no_employer(patterns):
 
 
 def test_relation_tables():
-    from agent.relations import frame_verb, open_relation, plan_relation
+    from agent.language.relations import frame_verb, open_relation, plan_relation
 
     assert frame_verb("lvie") == "live" and frame_verb("wrok") == "work" and frame_verb("love") == "love"
     assert frame_verb("vile") is None  # not one transposition away
@@ -577,7 +577,7 @@ def test_triple_checks_modality_and_time():
 
 
 def test_intent_no_worries_is_a_statement(nlp):
-    from agent.intent import Intent, classify
+    from agent.language.intent import Intent, classify
 
     for text in ("No worries, I live in Porto.", "No problem, I work at Acme."):
         assert classify(text, nlp(text)) is Intent.STATEMENT, text
@@ -586,8 +586,8 @@ def test_intent_no_worries_is_a_statement(nlp):
 
 
 def test_someone_elses_wish_is_no_preference():
-    from agent.preference import find_preferences
-    from agent.profile import Profile
+    from agent.profile.preference import find_preferences
+    from agent.profile.profile import Profile
 
     for text in ("My manager wants me to keep answers short.", "My teacher told me to keep my answers brief.",
                  "My wife wants me to speak French more often."):
@@ -681,7 +681,7 @@ def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from agent.constrained import ConstrainedConfig, ConstrainedGenerate
+    from agent.extraction.constrained import ConstrainedConfig, ConstrainedGenerate
 
     tok = CharTokenizer()
     torch.manual_seed(seed)
@@ -703,8 +703,8 @@ def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed
 @pytest.mark.integration
 def test_real_chat_the_issues_four_checks(tmp_path):
     """The issue's acceptance on the packaged models, each check in new sessions of its own KB."""
-    from agent.llm import CausalLM, LLMConfig
-    from agent.loop import Agent
+    from agent.generation.llm import CausalLM, LLMConfig
+    from agent.pipeline.loop import Agent
 
     llm = CausalLM(LLMConfig())
 
@@ -729,9 +729,9 @@ def test_real_chat_the_issues_four_checks(tmp_path):
 
 @pytest.mark.integration
 def test_real_chat_where_is_she_moving(tmp_path):
-    """A plan is answered from the plan fact (agent/plans.py), in a new session, and the current city stays."""
-    from agent.llm import CausalLM, LLMConfig
-    from agent.loop import Agent
+    """A plan is answered from the plan fact (agent/answers/plans.py), in a new session, and the current city stays."""
+    from agent.generation.llm import CausalLM, LLMConfig
+    from agent.pipeline.loop import Agent
 
     llm = CausalLM(LLMConfig())
     with Agent.open(tmp_path / "plan", user="sam", llm=llm) as agent:
@@ -750,13 +750,13 @@ def test_real_chat_where_is_she_moving(tmp_path):
     ("Where will you work?", {"plans_to_work_at", "plans_to_become"}), ("Where does she live?", set()),
     ("Where did she move?", set()), ("She's moving to Denver.", set())])
 def test_questions_asking_for_a_plan(nlp, question, relations):
-    from agent.modality import asked_plan_relations
+    from agent.language.modality import asked_plan_relations
 
     assert asked_plan_relations(nlp(question)) == relations
 
 
 def test_plan_question_is_answered_from_the_plan_fact_of_the_asked_person(nlp):
-    from agent.plans import plan_answer
+    from agent.answers.plans import plan_answer
     from kb.facts import Fact, Status
 
     def fact(s, r, o, text):

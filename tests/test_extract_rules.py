@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.extract import ExtractionContext, PatternConfig, PatternExtractor
+from agent.extraction.extract import ExtractionContext, PatternConfig, PatternExtractor
 
 NOW = 1795780800.0  # 2026-11-27T12:00Z, the probes' turn time
 
@@ -51,7 +51,7 @@ def test_nothing_current_is_read_into_these(extractor, text):
 
 
 def test_a_person_named_by_a_relation_is_she_in_the_next_turn(nlp, extractor):
-    from agent import probe_eval
+    from agent.evals import probe_eval
 
     session = probe_eval.Session(nlp, extractor, NOW)
     session.say("I have a sister called Ana.")

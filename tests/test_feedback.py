@@ -1,4 +1,4 @@
-"""The feedback loop (agent/feedback.py): corrections that supersede facts, bounded confidence changes with
+"""The feedback loop (agent/pipeline/feedback.py): corrections that supersede facts, bounded confidence changes with
 history, re-ranked regeneration with a round limit, /good /bad /fix in the chat, and the feedback eval.
 Fast tests run on a scripted LLM and the hash embedder; one integration test samples from the real model."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fakes_llm import ScriptedLLM, echo_facts, fact_lines
 
 from agent.cli import chat_cmd, main
 from agent.errors import BadInputError
-from agent.feedback import (
+from agent.pipeline.feedback import (
     BAD,
     GOOD,
     Candidate,
@@ -24,8 +24,8 @@ from agent.feedback import (
     make_signal,
     rerank,
 )
-from agent.loop import Agent, AgentConfig
-from agent.prompt import PromptConfig
+from agent.pipeline.loop import Agent, AgentConfig
+from agent.generation.prompt import PromptConfig
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 from kb.facts import Status
 
@@ -407,8 +407,8 @@ def test_help_lists_the_feedback_commands(chat):
 
 
 def test_feedback_eval_runs_on_the_fake_models(tmp_path, capsys):
-    from agent.feedback_eval import load_dialogues
-    from agent.feedback_eval import main as eval_main
+    from agent.evals.feedback_eval import load_dialogues
+    from agent.evals.feedback_eval import main as eval_main
 
     dialogues = load_dialogues(REPO / "examples" / "feedback")
     assert len(dialogues) >= 20 and len({d.new.relation for d in dialogues}) >= 12
@@ -423,7 +423,7 @@ def test_feedback_eval_runs_on_the_fake_models(tmp_path, capsys):
 
 
 def test_feedback_eval_names_a_malformed_dialogue(tmp_path):
-    from agent.feedback_eval import load_dialogues
+    from agent.evals.feedback_eval import load_dialogues
 
     bad = tmp_path / "d.json"
     bad.write_text(json.dumps([{"id": "x", "description": "d", "user": "u", "ask": "Where?", "fix": "",
@@ -438,8 +438,8 @@ def test_feedback_eval_names_a_malformed_dialogue(tmp_path):
 @pytest.mark.integration
 def test_sample_candidates_returns_distinct_scored_answers(model_cache):
     torch = pytest.importorskip("torch")
-    from agent.candidates import sample_candidates
-    from agent.llm import CausalLM, LLMConfig, Message
+    from agent.pipeline.candidates import sample_candidates
+    from agent.generation.llm import CausalLM, LLMConfig, Message
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # see test_llm: contended threads are far slower on a small shared CPU

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from agent.errors import BadInputError, ModelLoadError
-from agent.fusion import FusedModel, FusionConfig, KnowledgeTokens, build_adapter
-from agent.fusion_files import load_adapter, save_adapter
-from agent.synth import RELATIONS, REFUSAL, Split, World, is_correct, is_refusal
+from agent.fusion.adapter import FusedModel, FusionConfig, KnowledgeTokens, build_adapter
+from agent.fusion.files import load_adapter, save_adapter
+from agent.fusion.synth import RELATIONS, REFUSAL, Split, World, is_correct, is_refusal
 
 E = 32  # embedder width of the fake knowledge vectors
 
@@ -109,7 +109,7 @@ def test_positions_before_start_are_not_fused():
 def test_fusion_with_a_kv_cache_matches_one_full_forward():
     from transformers import DynamicCache
 
-    from agent.llm import cache_arg
+    from agent.generation.llm import cache_arg
 
     model = tiny_llama()
     fused = FusedModel(model, adapter_for(model, gate=1.0))
@@ -252,7 +252,7 @@ def test_exact_match_scoring():
 
 @pytest.mark.integration
 def test_training_checkpoints_resumes_and_writes_a_loadable_adapter(tmp_path):
-    from agent.trainer import Trainer, TrainConfig
+    from agent.fusion.trainer import Trainer, TrainConfig
     from kb.embeddings import HashEmbedder
 
     out = tmp_path / "run"
@@ -279,9 +279,9 @@ def test_training_checkpoints_resumes_and_writes_a_loadable_adapter(tmp_path):
 
 @pytest.mark.integration
 def test_fused_generation_is_the_same_with_and_without_the_kv_cache():
-    from agent.fusion_files import packaged_adapter_dir
-    from agent.knowledge import KnowledgeEncoder, qa_messages
-    from agent.llm import CausalLM, LLMConfig, Message
+    from agent.fusion.files import packaged_adapter_dir
+    from agent.fusion.knowledge import KnowledgeEncoder, qa_messages
+    from agent.generation.llm import CausalLM, LLMConfig, Message
     from kb.embeddings import SentenceTransformerEmbedder
 
     llm = CausalLM(LLMConfig(bf16=False))
@@ -309,8 +309,8 @@ def test_fused_generation_is_the_same_with_and_without_the_kv_cache():
 def test_agent_without_a_fusable_model_answers_as_before_and_on_is_a_clear_error(kb):
     from fakes_llm import ScriptedLLM
 
-    from agent.loop import Agent
-    from agent.nlp import load_nlp
+    from agent.pipeline.loop import Agent
+    from agent.language.nlp import load_nlp
 
     llm = ScriptedLLM(["You live in Lisbon."])
     agent = Agent(kb, llm, "sam", nlp=load_nlp())  # fusion auto: the scripted model cannot fuse
@@ -328,7 +328,7 @@ def test_agent_without_a_fusable_model_answers_as_before_and_on_is_a_clear_error
 
 @pytest.mark.integration
 def test_agent_fuses_facts_by_default_and_fusion_can_be_switched_off(tmp_path):
-    from agent.loop import Agent
+    from agent.pipeline.loop import Agent
 
     with Agent.open(tmp_path / "kb", user="sam") as agent:
         assert agent.fuser.enabled  # the packaged adapter matches the packaged model + embedder
@@ -390,6 +390,6 @@ CHAIN = [("sam", "sister", "mary"), ("mary", "married_to", "john"), ("john", "wo
     ("What is Sam's cat's name?", "Nala", False),  # "Nala is a cat" describes Nala: no further hop
 ])
 def test_a_fused_answer_in_the_middle_of_a_chain_goes_to_the_text_path(question, answer, mid):
-    from agent.fuser import mid_chain
+    from agent.fusion.fuser import mid_chain
 
     assert mid_chain(answer, question, CHAIN) is mid

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from agent.eval_grounded import is_abstention, judge
-from agent.feedback import Candidate
-from agent.grounding import GroundingConfig, grounded, support_keys, unsupported
-from agent.phrasing import abstention, second_person
-from agent.support import (Action, Evidence, Plan, Question, SupportConfig, Topic, answer_plan, cut_before, ground,
+from agent.evals.grounded import is_abstention, judge
+from agent.pipeline.feedback import Candidate
+from agent.answers.grounding import GroundingConfig, grounded, support_keys, unsupported
+from agent.answers.phrasing import abstention, second_person
+from agent.answers.support import (Action, Evidence, Plan, Question, SupportConfig, Topic, answer_plan, cut_before, ground,
                            ground_candidates, plan, topic)
 
 # (answer, support: memories + question, the unsupported claims a person finds), labelled by hand.
@@ -202,7 +202,7 @@ class WorldLLM:
     WORLD = {"capital of france": "The capital of France is Paris."}
 
     def __init__(self) -> None:
-        from agent.fakes import EchoLLM
+        from agent.generation.fakes import EchoLLM
 
         self._echo = EchoLLM()
         self.prompts: list[list] = []
@@ -256,8 +256,8 @@ def test_after_only_lisbon_other_questions_abstain_and_general_ones_go_bare(agen
 @pytest.mark.integration
 def test_acceptance_on_the_packaged_models(tmp_path, model_cache, nlp):
     """Issue 14's acceptance checks on SmolLM2-135M + MiniLM (about a minute on a CPU)."""
-    from agent.llm import CausalLM, LLMConfig
-    from agent.loop import Agent
+    from agent.generation.llm import CausalLM, LLMConfig
+    from agent.pipeline.loop import Agent
     from kb import KBConfig, KnowledgeBase, SentenceTransformerEmbedder
 
     llm = CausalLM(LLMConfig(device="cpu", cache_dir=str(model_cache)))

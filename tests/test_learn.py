@@ -12,7 +12,7 @@ import torch
 from fakes_llm import ScriptedLLM
 from tiny_models import byte_tokenizer, save_tiny_llama
 
-from agent.adapters import (
+from agent.lora.adapters import (
     AdapterMeta,
     AdapterStore,
     attach,
@@ -22,10 +22,10 @@ from agent.adapters import (
 )
 from agent.cli import main
 from agent.errors import BadInputError, ModelLoadError
-from agent.learn import LLAMA_PROJECTIONS, LearnConfig, learn, learnable_facts, plan
-from agent.llm import CausalLM, LLMConfig, Message, convert_packaged
-from agent.probes import ANCHORS, PROBES
-from agent.questions import contains, held_out_pairs, qa_pairs, questions_for
+from agent.lora.learn import LLAMA_PROJECTIONS, LearnConfig, learn, learnable_facts, plan
+from agent.generation.llm import CausalLM, LLMConfig, Message, convert_packaged
+from agent.lora.probes import ANCHORS, PROBES
+from agent.lora.questions import contains, held_out_pairs, qa_pairs, questions_for
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 from kb.errors import NotFoundError
 
@@ -341,7 +341,7 @@ def test_detach_restores_bit_identical_logits(tiny_model, tmp_path):
 
 
 def test_an_adapter_answers_only_for_its_own_user(tiny_model, tmp_path):
-    from agent.loop import Agent
+    from agent.pipeline.loop import Agent
 
     llm = load_tiny(tiny_model)
     base = logits(llm)
@@ -403,7 +403,7 @@ def test_a_rejected_adapter_is_not_stored_and_the_model_is_left_as_it_was(tiny_m
                           "answers garbled text; fails identically at ceebc12, before this round's changes",
                    strict=False)
 def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_smollm, tmp_path, cli):
-    from agent.loop import Agent
+    from agent.pipeline.loop import Agent
 
     kbdir = make_kb(tmp_path / "kb", THREE)
     # a random 2-layer model needs every projection and many steps to memorise anything, and its
@@ -443,7 +443,7 @@ def test_kgrow_learn_end_to_end_then_chat_with_the_adapter(tiny_smollm, tmp_path
 
 
 def test_an_adapter_needs_a_transformers_model_and_a_failed_open_closes_the_kb(tmp_path):
-    from agent.loop import Agent
+    from agent.pipeline.loop import Agent
 
     kbdir = make_kb(tmp_path / "kb", THREE)
     AdapterStore(kbdir).add(fake_meta(), write_dummy)

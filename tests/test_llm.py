@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import BadInputError, ModelLoadError
-from agent.llm import CausalLM, GenerationStats, LLMConfig, Message
+from agent.generation.llm import CausalLM, GenerationStats, LLMConfig, Message
 
 # --------------------------------------------------------------------------- config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import BadInputError
-from agent.ingest import ChatTurn
+from agent.memory.ingest import ChatTurn
 from kb import Kind
 from tests.fakes_llm import ScriptedLLM
 
@@ -106,7 +106,7 @@ NATURAL = [
 
 
 def _told_then_asked(tmp_path, said, asked):
-    from agent.loop import Agent
+    from agent.pipeline.loop import Agent
 
     with Agent.open(tmp_path / "kb", user="dana") as agent:
         agent.chat("Hi, I'm Dana.")

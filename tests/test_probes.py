@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.errors import BadInputError
-from agent.probe_eval import NON_FACT, Probe, ProbeEvalConfig, load_probes, score
-from agent.triple import Triple
+from agent.evals.probe_eval import NON_FACT, Probe, ProbeEvalConfig, load_probes, score
+from agent.extraction.triple import Triple
 
 PROBES = Path(__file__).resolve().parent.parent / "examples" / "probes"
 
@@ -72,7 +72,7 @@ def test_a_non_fact_stored_as_current_is_counted_but_a_plan_is_not(nlp):
 
 def test_pattern_extractor_stores_no_non_fact_and_keeps_its_floor(probes, nlp):
     """A regression floor, not a tuning target: the numbers are in bench/results/probes.json."""
-    from agent.patterns import PatternExtractor
+    from agent.extraction.patterns import PatternExtractor
 
     tallies = score(probes, nlp, PatternExtractor(nlp), ProbeEvalConfig())
     for split in ("dev", "test"):

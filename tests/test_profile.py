@@ -14,10 +14,10 @@ from fakes_llm import ScriptedLLM
 
 from agent.cli import chat_cmd, main
 from agent.errors import BadInputError, StateError
-from agent.llm import Message
-from agent.loop import Agent, AgentConfig
-from agent.preference import find_preferences
-from agent.profile import AnswerLength, Language, Profile, ProfileStore, Tone
+from agent.generation.llm import Message
+from agent.pipeline.loop import Agent, AgentConfig
+from agent.profile.preference import find_preferences
+from agent.profile.profile import AnswerLength, Language, Profile, ProfileStore, Tone
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 
 
@@ -342,7 +342,7 @@ def test_profile_slash_command(kb_path, nlp, monkeypatch, capsys):
 
 @pytest.mark.integration
 def test_real_model_two_users_get_their_own_name(kb_path, nlp):
-    from agent.llm import CausalLM, LLMConfig
+    from agent.generation.llm import CausalLM, LLMConfig
 
     kb = KnowledgeBase.open(kb_path, embedder=HashEmbedder(64), config=KBConfig(show_progress=False))
     with Agent(kb, CausalLM(LLMConfig(device="cpu")), "u1", nlp=nlp, owns_kb=True) as agent:

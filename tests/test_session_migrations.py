@@ -12,7 +12,7 @@ from fakes_llm import ScriptedLLM
 
 from agent.errors import StateError
 from agent.formats import PROFILE, SESSION
-from agent.profile import Language, Tone
+from agent.profile.profile import Language, Tone
 from kb import HashEmbedder, KBConfig, KnowledgeBase
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sessions_v1"

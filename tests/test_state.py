@@ -6,9 +6,9 @@ import json
 import pytest
 
 from agent.errors import BadInputError
-from agent.extract import PatternConfig, PatternExtractor, Triple
-from agent.intent import Intent, classify, is_question, looks_like_instruction
-from agent.state import DialogueState, Mention, StateConfig, StateTracker, Turn
+from agent.extraction.extract import PatternConfig, PatternExtractor, Triple
+from agent.language.intent import Intent, classify, is_question, looks_like_instruction
+from agent.dialogue.state import DialogueState, Mention, StateConfig, StateTracker, Turn
 from kb.facts import Fact, Status
 
 FACTS = {("alice", "sister"): "Mary", ("mary", "husband"): "john", ("alice", "car"): "tesla",

@@ -9,7 +9,7 @@ import pytest
 from fakes_llm import ScriptedLLM
 from tiny_models import byte_tokenizer, save_tiny_llama
 
-from agent.llm import CausalLM, LLMConfig, Message
+from agent.generation.llm import CausalLM, LLMConfig, Message
 
 
 def finishes(fn, timeout: float = 60.0):

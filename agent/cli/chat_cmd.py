@@ -56,8 +56,8 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
 
 
 def open_agent(args: argparse.Namespace, kb_dir: Path | None = None):
-    from agent.llm import PACKAGED_SMOLLM
-    from agent.loop import Agent
+    from agent.generation.llm import PACKAGED_SMOLLM
+    from agent.pipeline.loop import Agent
 
     path = kb_dir if kb_dir is not None else (Path(args.kb).expanduser() if args.kb else None)
     return Agent.open(path, user=args.user, model=args.model or PACKAGED_SMOLLM, device=args.device,

@@ -5,7 +5,7 @@ script reads it like any reply); what changed follows on lines of their own.
 """
 from __future__ import annotations
 
-from agent.feedback import BAD, GOOD, FeedbackResult, FeedbackRound
+from agent.pipeline.feedback import BAD, GOOD, FeedbackResult, FeedbackRound
 
 USAGE = {"/fix": "usage: /fix CORRECTION   e.g. /fix I live in Berlin."}
 

@@ -57,8 +57,8 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agent.llm import PACKAGED_SMOLLM
-    from agent.trainer import Trainer, TrainConfig
+    from agent.generation.llm import PACKAGED_SMOLLM
+    from agent.fusion.trainer import Trainer, TrainConfig
 
     given = {"examples": args.examples, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
              "layers": args.layers}
@@ -70,9 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agent.fusion_files import load_adapter, packaged_adapter_dir
-    from agent.fusion_eval import EvalConfig, FusionEvaluator, table
-    from agent.llm import PACKAGED_SMOLLM, CausalLM, LLMConfig
+    from agent.fusion.files import load_adapter, packaged_adapter_dir
+    from agent.evals.fusion_eval import EvalConfig, FusionEvaluator, table
+    from agent.generation.llm import PACKAGED_SMOLLM, CausalLM, LLMConfig
     from kb.embeddings import SentenceTransformerEmbedder
 
     directory = Path(args.adapter).expanduser() if args.adapter else packaged_adapter_dir()

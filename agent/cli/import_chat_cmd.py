@@ -1,6 +1,6 @@
 """`kgrow kb import-chat FILE`: a chat history (kgrow JSONL, ChatGPT export, transcript) into a user's memory.
 
-It writes through the live chat's path (agent.ingest.Ingestor with the agent's own extractor):
+It writes through the live chat's path (agent.memory.ingest.Ingestor with the agent's own extractor):
 every turn an episode, facts from the human turns, provenance to each turn's source id. It is
 idempotent and atomic per session: a failure names the session, earlier sessions stay, and a
 re-run resumes where it stopped.
@@ -27,11 +27,11 @@ def add_args(c: argparse.ArgumentParser) -> None:
 
 
 def cmd_import_chat(args: argparse.Namespace, out: Output) -> int:
-    from agent.chat_import import ChatFormat, read_chat
-    from agent.cli.kb_cmd import open_kb
-    from agent.extract import PatternExtractor
-    from agent.ingest import Ingestor
-    from agent.nlp import load_nlp
+    from agent.memory.chat_import import ChatFormat, read_chat
+    from agent.cli.kb_open import open_kb
+    from agent.extraction.extract import PatternExtractor
+    from agent.memory.ingest import Ingestor
+    from agent.language.nlp import load_nlp
     from pathlib import Path
 
     fmt = ChatFormat.infer(Path(args.file)) if args.format is None and Path(args.file).is_file() else args.format

@@ -6,8 +6,6 @@ or takes the writer lock; a bad value is an argparse usage error (exit 2) naming
 from __future__ import annotations
 
 import argparse
-import json
-import re
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -86,30 +84,6 @@ def infer_format(path: str | Path) -> str:
     known = ", ".join(f"{e} ({f})" for f, exts in FORMATS.items() for e in exts)
     raise UsageError(f"cannot tell the export format from {str(path)!r}; give --format {{{','.join(FORMATS)}}} "
                      f"or use one of the extensions {known}")
-
-
-def resolve_embedder(spec: str | None, kb_dir: Path):
-    """The embedder named by ``--embedder``; None leaves it to the KB (manifest's, or MiniLM when new).
-
-    With no ``--embedder``, a KB built by the hash test embedder gets it back (it cannot be loaded
-    by name like a sentence-transformers model).
-    """
-    from kb import EmbedderConfig, HashEmbedder, SentenceTransformerEmbedder
-
-    if spec is None:
-        try:
-            man = json.loads((kb_dir / "manifest.json").read_text(encoding="utf-8"))
-            m = re.fullmatch(r"hash-embedder-(\d+)", str(man["embedder"]["id"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return HashEmbedder(int(m.group(1))) if m else None
-    name = spec.strip()
-    m = re.fullmatch(r"hash(?::(\d+))?", name)
-    if m:
-        return HashEmbedder(int(m.group(1) or 64))
-    if name.lower() in ("minilm", "default", "packaged"):
-        return SentenceTransformerEmbedder()
-    return SentenceTransformerEmbedder(EmbedderConfig(model=name))
 
 
 # ---------------------------------------------------------------------------- parsers

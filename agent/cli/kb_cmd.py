@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterator
 
 from agent.cli import import_chat_cmd, kb_args, profile_cmd
+from agent.cli.kb_open import isatty, open_kb
 from agent.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_PROBLEMS, UsageError
 from agent.cli.output import Output, jsonable, short_iso
-from agent.paths import default_kb_dir
 
 FACT_HEADERS = ("id", "user", "subject", "relation", "object", "status", "confidence", "valid", "sources")
 
@@ -33,54 +31,6 @@ def register(groups: argparse._SubParsersAction) -> None:
 
 def _dispatch(func, args: argparse.Namespace) -> int:
     return func(args, Output(json_mode=args.json))
-
-
-# ---------------------------------------------------------------------------- opening the KB
-
-
-def kb_path(args: argparse.Namespace) -> Path:
-    """``--kb DIR``, else ``$KGROW_HOME/kb``, else the platform data directory's ``kb``."""
-    return Path(args.kb).expanduser() if args.kb else default_kb_dir()
-
-
-@contextmanager
-def open_kb(args: argparse.Namespace, *, write: bool = False, create: bool = False, embeds: bool = False,
-            reembed: bool = False) -> Iterator:
-    """Open the KB for one command and close it afterwards (saving the index if writable).
-
-    ``embeds``: the command embeds text, so resolve ``--embedder`` (loading a model can be slow,
-    so other commands leave it to the KB). ``reembed``: skip the embedder check (rebuild --reembed).
-    """
-    from kb import KBConfig, KnowledgeBase, NotFoundError
-
-    if write and args.read_only:
-        raise UsageError(f"`kgrow kb {args.kb_command}` writes to the knowledge base; drop --read-only")
-    path = kb_path(args)
-    embedder = kb_args.resolve_embedder(args.embedder, path) if embeds else None
-    progress = _isatty(sys.stderr)
-    try:
-        kb = KnowledgeBase.open(path, embedder=embedder, config=KBConfig(show_progress=progress),
-                                read_only=args.read_only or not write, create=create,
-                                allow_embedder_change=reembed)
-    except NotFoundError as e:
-        if (path / "manifest.json").exists():
-            raise
-        raise NotFoundError(f"{e}; create one with `kgrow kb add ...` or `kgrow kb import FILE`, or point "
-                            "--kb DIR or KGROW_HOME at an existing one") from None
-    if not progress:  # with progress on, the KB already printed these lines itself
-        for line in kb.open_report:
-            Output.note(line)
-    try:
-        yield kb
-    finally:
-        kb.close()
-
-
-def _isatty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 # ---------------------------------------------------------------------------- rows
@@ -255,7 +205,7 @@ def cmd_forget(args, out: Output) -> int:
         # an entity with no facts: forget() names it as unknown or does nothing, so there is nothing to confirm
         nothing = args.entity is not None and not found
         if not args.yes and not nothing:
-            if _isatty(sys.stdin):
+            if isatty(sys.stdin):
                 sys.stderr.write(f"forget {what}? [y/N] ")
                 sys.stderr.flush()
                 if sys.stdin.readline().strip().lower() not in ("y", "yes"):
@@ -265,7 +215,7 @@ def cmd_forget(args, out: Output) -> int:
                 raise UsageError(f"refusing to forget {what} without --yes (stdin is not a terminal to confirm on)")
         ids = kb.forget(args.fact_id, entity=args.entity, user=args.user)
         if args.fact_id is None and args.entity is None:  # a whole user: their preferences go too
-            from agent.profile import ProfileStore
+            from agent.profile.profile import ProfileStore
 
             ProfileStore(kb.path).delete(args.user)
     for fid in ids:

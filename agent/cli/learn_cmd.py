@@ -12,12 +12,11 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from agent.cli.errors import EXIT_FAILURE, EXIT_OK, UsageError
 from agent.cli.kb_args import int_range
+from agent.cli.kb_open import isatty, kb_path
 from agent.cli.output import Output
-from agent.paths import default_kb_dir
 
 
 def _number(ok: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
@@ -69,7 +68,7 @@ def register(groups: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--model", default=None, help="causal LM name or path (default: packaged SmolLM2-135M-Instruct)")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
-    t = p.add_argument_group("training (defaults: agent.learn.LearnConfig)")
+    t = p.add_argument_group("training (defaults: agent.lora.learn.LearnConfig)")
     t.add_argument("--epochs", type=int_range(1, 100, "epochs"), help="passes over the pairs")
     t.add_argument("--rank", type=int_range(1, 256, "rank"), help="LoRA rank")
     t.add_argument("--alpha", type=_positive_float, help="LoRA alpha (scaling = alpha / rank)")
@@ -89,17 +88,6 @@ def register(groups: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_learn)
 
 
-def _kb_dir(args: argparse.Namespace) -> Path:
-    return Path(args.kb).expanduser() if args.kb else default_kb_dir()
-
-
-def _isatty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
 def cmd_learn(args: argparse.Namespace) -> int:
     out = Output(json_mode=args.json)
     given = {field: getattr(args, dest) for dest, field in _CONFIG_OPTIONS.items() if getattr(args, dest) is not None}
@@ -112,9 +100,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, out: Output) -> int:
-    from agent.adapters import AdapterStore
+    from agent.lora.adapters import AdapterStore
 
-    adapters = AdapterStore(_kb_dir(args)).list(args.user)
+    adapters = AdapterStore(kb_path(args)).list(args.user)
     out.records(adapters, ("version", "created", "facts", "closed-book", "probes changed", "base model", "path"),
                 lambda a: (a.name, a.meta.created[:19], len(a.meta.fact_ids),
                            f"{a.meta.closed_book_before:.0%} -> {a.meta.closed_book_after:.0%}",
@@ -126,28 +114,28 @@ def _list(args: argparse.Namespace, out: Output) -> int:
 
 
 def _remove(args: argparse.Namespace, out: Output) -> int:
-    from agent.adapters import AdapterStore
+    from agent.lora.adapters import AdapterStore
 
-    gone = AdapterStore(_kb_dir(args)).remove(args.user, args.remove)
+    gone = AdapterStore(kb_path(args)).remove(args.user, args.remove)
     out.emit({"removed": gone.name, "user": args.user, "path": str(gone.path)})
     out.line(f"removed adapter {gone.name} of {args.user} ({gone.path})")
     return EXIT_OK
 
 
 def _train(args: argparse.Namespace, out: Output, given: dict) -> int:
-    from agent.adapters import AdapterStore
-    from agent.learn import LearnConfig, learn, plan
-    from agent.llm import PACKAGED_SMOLLM, CausalLM, LLMConfig
+    from agent.lora.adapters import AdapterStore
+    from agent.lora.learn import LearnConfig, learn, plan
+    from agent.generation.llm import PACKAGED_SMOLLM, CausalLM, LLMConfig
     from kb import KBConfig, KnowledgeBase
 
     config = LearnConfig(**given)  # BadInputError (exit 2) names a bad value before anything is loaded
-    kb_dir = _kb_dir(args)
+    kb_dir = kb_path(args)
     # read-only: no writer lock (a chat may be running), and a missing KB is not created
     with KnowledgeBase.open(kb_dir, read_only=True, config=KBConfig(show_progress=False)) as kb:
         the_plan = plan(kb, args.user, config)  # too few facts: BadInputError, nothing loaded or written
     Output.note(f"learning {len(the_plan.facts)} facts of {args.user} as {len(the_plan.pairs)} question/answer pairs")
     llm = CausalLM(LLMConfig(model=args.model or PACKAGED_SMOLLM, device=args.device))
-    report = learn(the_plan, llm, config, AdapterStore(kb_dir), progress=_isatty(sys.stderr))
+    report = learn(the_plan, llm, config, AdapterStore(kb_dir), progress=isatty(sys.stderr))
     out.emit(report)
     _show(report, out)
     if not report.accepted:

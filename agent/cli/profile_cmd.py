@@ -11,7 +11,7 @@ import argparse
 
 from agent.cli.errors import EXIT_OK, UsageError
 from agent.cli.output import Output
-from agent.profile import AnswerLength, Language, Profile, ProfileKey, Tone
+from agent.profile.profile import AnswerLength, Language, Profile, ProfileKey, Tone
 
 #: the default user of `kgrow chat`, and so of `kgrow kb profile`
 DEFAULT_USER = "me"
@@ -51,8 +51,8 @@ def pairs(profile: Profile) -> list[tuple[str, object]]:
 
 
 def cmd_profile(args: argparse.Namespace, out: Output) -> int:
-    from agent.cli.kb_cmd import open_kb
-    from agent.profile import ProfileStore, load_profile
+    from agent.cli.kb_open import open_kb
+    from agent.profile.profile import ProfileStore, load_profile
     from kb import NotFoundError
 
     write = bool(args.set_values or args.unset_keys)

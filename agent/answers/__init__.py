@@ -1,0 +1,1 @@
+"""The answer policy: which questions the bare model answers, grounding checks, template answers, and plan answers."""

@@ -1,0 +1,1 @@
+"""Explicit dialogue state: turns with resolved mentions, the focus entity and the active user."""

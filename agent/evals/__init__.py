@@ -1,0 +1,1 @@
+"""Evaluations: scripted scenarios, feedback dialogues, knowledge fusion, and the extraction probe set."""

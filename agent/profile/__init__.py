@@ -1,0 +1,1 @@
+"""A user's personalisation profile and the preference statements that change it."""
