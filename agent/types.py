@@ -1,25 +1,31 @@
-"""The plain records a turn and a feedback round pass around (the reply, its timings, feedback
-signals, candidates and rounds, the rating), kept apart from the code that makes them.
+"""The plain records a turn and a feedback round pass around: each stage's output, the reply, its
+timings, feedback signals, candidates and rounds, the rating; kept apart from the code that makes them.
 
-This module imports no behaviour at run time (only type names for annotations), so every module of
-the turn can import it without the cycles loop -> turn -> feedback -> loop and candidates <-> turn;
-the import-linter contract ``agent-types-are-records`` keeps it that way. The records are re-exported
-from agent.pipeline.loop and agent.feedback, where they lived before.
+This module imports no behaviour at run time (only type names for annotations): it sits in the bottom
+layer of the import-linter contract ``agent-layers``, so every stage can import it.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import BadInputError
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from spacy.tokens import Doc
+
+    from agent.answers.support import Plan
+    from agent.dialogue.state import DialogueState, Turn
+    from agent.extraction.triple import Triple
+    from agent.fusion.adapter import KnowledgeTokens
     from agent.fusion.fuser import FusedFact
+    from agent.generation.llm import Message
     from agent.memory.recall import Memory
     from agent.memory.retrieval import UsedFact
-    from agent.dialogue.state import Turn
+    from agent.profile.profile import Generation, Profile
     from kb.facts import Fact
 
 
@@ -123,6 +129,95 @@ class FeedbackRound:
     seconds: float  # retrieval, generation and re-ranking of this round
 
 
+# --------------------------------------------------------------------------- the stages of one turn
+# understand -> recall -> compose -> generate -> commit (agent/pipeline/stages.py). Nothing before commit
+# changes the dialogue state, the history, the profile or the knowledge base.
+
+
+@dataclass(frozen=True)
+class Understood:
+    """The message read: its turn, the state it leads to, what it states, and what it asks of the profile."""
+
+    text: str  # the message as said (cleaned)
+    now: float | None  # when it was said (None: the clock); recall sees nothing said later
+    turn: Turn  # parsed and resolved; becomes part of the state at commit
+    doc: Doc  # the parse of ``text``, shared by the extractor and the plan answers
+    state: DialogueState  # the dialogue state once this turn is committed (a new object)
+    triples: tuple[Triple, ...]  # world facts it states (statements and corrections; preferences left out)
+    preferences: Profile | None  # the user's stored preferences after it; None: it changes none
+    preferences_ack: str  # the acknowledgement of those changes ("" for none)
+    vector: Any  # (dim,) float32 embedding of ``text``, shared by recall and the stored episode; None if unused
+    seconds_state: float  # parsing and resolving
+    seconds_extraction: float  # preferences and facts
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """What memory brought back for the message, and what the answer policy decided from it."""
+
+    memories: tuple[Memory, ...]  # best first, as Agent.recall returns them
+    used: tuple[UsedFact, ...]  # the facts that go into the prompt, numbered
+    snippets: tuple[str, ...]  # dated lines of the best episodes for the prompt
+    plan: Plan | None  # the answer policy's decision for a question (None: not a question)
+    seconds: float
+
+
+class ReplyKind(str, enum.Enum):
+    """How a turn's reply is made."""
+
+    ACKNOWLEDGE = "acknowledge"  # a template that says what commit stored (no generation)
+    FIXED = "fixed"  # a text decided before generation: an abstention, or a stored plan's sentence
+    BARE = "bare"  # general knowledge: the bare model, no memories
+    MODEL = "model"  # the model over the prompt with the memories (and fused knowledge tokens)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """What the model is asked, or the reply that needs no model."""
+
+    kind: ReplyKind
+    text: str = ""  # FIXED: the reply; ACKNOWLEDGE: the preferences' part (commit adds the facts')
+    messages: tuple[Message, ...] = ()  # BARE and MODEL: the prompt
+    knowledge: KnowledgeTokens | None = None  # MODEL: the facts fused as knowledge tokens (None: text only)
+    limits: Generation | None = None  # decoding limits from the user's answer-length preference
+    held: bool = False  # the whole reply is grounded before it is shown (the plan's ANSWER action)
+    evidence: str | None = None  # MODEL: the episode the answer may cite when fusion is on
+    cited: bool = False  # MODEL: the prompt numbers facts, so the reply may cite them as [n]
+
+
+@dataclass(frozen=True)
+class Generated:
+    """The reply text as shown, and what generating it read."""
+
+    text: str
+    generated: bool  # the model ran (False for acknowledgements and fixed texts)
+    fused: tuple[FusedFact, ...] = ()  # knowledge tokens the model read, most attended first
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What commit wrote to the knowledge base for one turn."""
+
+    episode_id: str | None  # the message as an episode (None: commands and feedback are not stored)
+    learned: tuple[Fact, ...]  # facts created
+    superseded: tuple[Fact, ...]  # facts they replaced
+    retracted: tuple[Fact, ...]  # facts negated by the message
+    known: tuple[Fact, ...]  # facts it restated that the KB already held (one memory, one more source)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The stage records of one turn, for /why and the timings."""
+
+    understood: Understood
+    recalled: Recalled | None  # None: the reply needed no memories (an acknowledgement, a command)
+    composed: Composed
+    generated: Generated
+    stored: Stored
+
+
 @dataclass(frozen=True)
 class Timings:
     """Seconds spent in each step of one turn."""
@@ -152,3 +247,4 @@ class Reply:
     rounds: tuple[FeedbackRound, ...] = ()  # feedback regenerations that led to this text, oldest first
     fused: tuple[FusedFact, ...] = ()  # knowledge tokens the model read, most attended first
     memories: tuple[Memory, ...] = ()  # what recall put in front of the model (facts and episodes), best first
+    trace: Trace | None = None  # the stage records of the turn (None for a reply made by a feedback round)

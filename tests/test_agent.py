@@ -289,9 +289,8 @@ def test_max_sentences_stops_a_rambling_model(open_agent):
     assert llm.pieces_yielded == 6, "generation must stop, not just the text be cut"
     assert agent.state.turns[-1].reply == r.text
 
-    unlimited_llm = ScriptedLLM([ramble])
-    agent.llm = unlimited_llm
-    agent.config = AgentConfig(max_sentences=0)
+    agent.close()
+    agent = open_agent("alice", ScriptedLLM([ramble]), AgentConfig(max_sentences=0))
     assert agent.chat("Another one?").text == ramble
 
 

@@ -2,7 +2,7 @@
 supports them, and answers about the user's world are cut at their first unsupported claim.
 
 Plain records in and out (``Question``, ``Evidence`` -> ``Plan``; answer text -> grounded text), so that the
-turn pipeline (agent/pipeline/turn.py) stays the only place that generates. Words are compared through spaCy
+turn pipeline (agent/pipeline/stages.py) stays the only place that generates. Words are compared through spaCy
 lemmas ("lives" = "live", "studies" = "study") rather than hand-written stemming.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from agent.errors import BadInputError
+from agent.language import vocab
 from agent.answers.grounding import GroundingConfig, claims, unsupported
 from agent.answers.phrasing import abstention, second_person
 
@@ -134,8 +135,10 @@ _HYPERNYMS: dict[str, frozenset[str]] = {
 #: relations whose object is someone's (or a pet's) name: they answer "what is my sister's name?"
 _NAMED_OBJECT = frozenset({"sister", "brother", "mother", "father", "husband", "wife", "spouse", "friend", "son",
                            "daughter", "partner", "boss", "manager", "married", "child", "parent", "pet"})
-FIRST_PERSON = re.compile(r"(?i)\b(?:i|i'm|i've|my|mine|myself)\b|(?<!tell )(?<!show )"
-                           r"(?<!give )(?<!remind )(?<!let )\bme\b")
+#: a question about the user: a first-person word (language.vocab's lexicon), "me" only when it is not the
+#: object of a request ("tell me a joke" asks nothing about the user)
+FIRST_PERSON = re.compile(r"(?i)(?<![\w'])(?:" + "|".join(re.escape(w) for w in sorted(vocab.FIRST_PERSON - {"me"}))
+                          + r")(?![\w'])|(?<!tell )(?<!show )(?<!give )(?<!remind )(?<!let )\bme\b")
 _WH_TYPE = {"when": "date", "where": "place", "who": "person", "whom": "person"}
 _HOW_TYPE = {"old": "number", "many": "number", "much": "number", "long": "number"}
 _DATE_WORDS = re.compile(r"(?i)\b(?:\d{1,4}|january|february|march|april|may|june|july|august|september|"

@@ -244,10 +244,35 @@ def why(agent) -> str:
 
     cfg = agent.config.feedback
     lines += rounds(r.rounds, cfg.target_weight, cfg.rejected_weight)
-    t = r.timings
-    lines.append(f"timings (ms): state {t.state*1e3:.1f}, retrieval {t.retrieval*1e3:.1f}, extraction "
-                 f"{t.extraction*1e3:.1f}, generation {t.generation*1e3:.1f}, write-back {t.write_back*1e3:.1f}")
+    if r.trace is not None:
+        lines += stages(r.trace, r.timings)
+    else:  # a feedback round's answer: its own timings
+        t = r.timings
+        lines.append(f"timings (ms): retrieval {t.retrieval*1e3:.1f}, generation {t.generation*1e3:.1f}")
     return "\n".join(lines)
+
+
+def stages(trace, t) -> list[str]:
+    """One line per stage of the turn, from its records (agent/types.py) and timings."""
+    u, rc, c, g, st = trace.understood, trace.recalled, trace.composed, trace.generated, trace.stored
+    prefs = "; changed preferences" if u.preferences is not None else ""
+    out = ["stages:",
+           f"  understand  {t.state*1e3 + t.extraction*1e3:7.1f} ms  intent {u.turn.intent.value}, "
+           f"{len(u.turn.mentions)} mention(s), {len(u.triples)} fact(s) stated{prefs}"]
+    if rc is not None:
+        plan = f"; answer policy: {rc.plan.topic.value} question, {rc.plan.action.value}" if rc.plan else ""
+        out.append(f"  recall      {t.retrieval*1e3:7.1f} ms  {len(rc.memories)} memories, {len(rc.used)} fact(s) "
+                   f"and {len(rc.snippets)} snippet(s) for the prompt{plan}")
+    else:
+        out.append("  recall          -      not needed (the reply says what was stored)")
+    fused = f", {len(c.knowledge)} knowledge token(s) fused" if c.knowledge is not None else ""
+    out.append(f"  compose              {c.kind.value}{fused}")
+    out.append(f"  generate    {t.generation*1e3:7.1f} ms  {'the model ran' if g.generated else 'no model call'}, "
+               f"{len(g.text)} characters")
+    out.append(f"  commit      {t.write_back*1e3:7.1f} ms  {'episode stored' if st.episode_id else 'no episode'}, "
+               f"{len(st.learned)} learned, {len(st.superseded)} superseded, {len(st.retracted)} retracted, "
+               f"{len(st.known)} already known")
+    return out
 
 
 # ---------------------------------------------------------------------------- front ends

@@ -171,28 +171,40 @@ class StateTracker:
         self.lookup = lookup  # (subject, relation) -> current object for this user, or None
         self.resolve = resolve  # alias -> canonical entity name (KnowledgeBase.resolve); identity by default
         self.config = config or StateConfig()
-        self.last_doc: Doc | None = None  # parse of the last update's text, for the extractor
+        self.last_doc: Doc | None = None  # parse of the last ``update``'s text (``read`` returns its own)
 
-    def update(self, state: DialogueState, user: str, text: str, time: float) -> Turn:
-        """Parse ``text``, resolve its mentions, append and return the new turn."""
+    def read(self, state: DialogueState, user: str, text: str, time: float) -> tuple[Turn, Doc]:
+        """Parse ``text`` and resolve its mentions against ``state``: the new turn (not yet in the state,
+        which is left unchanged) and the parse, which the extractor reuses."""
         if not isinstance(text, str):
             raise BadInputError(f"utterance must be a string, got {type(text).__name__}")
         if not isinstance(user, str) or not user.strip():
             raise BadInputError(f"user must be a non-empty string, got {user!r}")
         doc = self.nlp(text)
-        self.last_doc = doc
         history = [m for t in reversed(state.turns) for m in reversed(t.mentions)]
         found = find_mentions(doc, user, history, state.focus, self.known_entities, self.lookup, self.resolve,
                               self.config.max_ngram, self.config.max_candidates, self.config.max_chain)
         index = state.turns[-1].index + 1 if state.turns else 0
         turn = Turn(index, user, text, classify(text, doc), float(time), found.mentions,
                     found.references, _focus(doc, found.mentions))
-        state.turns.append(turn)
-        del state.turns[: max(0, len(state.turns) - self.config.max_turns)]
-        if turn.focus:
-            state.focus = turn.focus
-        new = [m.entity for m in reversed(turn.mentions) if m.label != "SELF" and m.entity != user]
-        state.recent_entities = list(dict.fromkeys(new + state.recent_entities))[: self.config.max_recent]
+        return turn, doc
+
+    def advance(self, state: DialogueState, turn: Turn) -> DialogueState:
+        """The state once ``turn`` is part of it: a new DialogueState (``state`` itself is unchanged),
+        with the turn appended (older ones dropped past ``max_turns``), the focus and recent entities."""
+        turns = (state.turns + [turn])[-self.config.max_turns:]
+        new = [m.entity for m in reversed(turn.mentions) if m.label != "SELF" and m.entity != turn.user]
+        recent = list(dict.fromkeys(new + state.recent_entities))[: self.config.max_recent]
+        return replace(state, turns=turns, profile=dict(state.profile), focus=turn.focus or state.focus,
+                       recent_entities=recent)
+
+    def update(self, state: DialogueState, user: str, text: str, time: float) -> Turn:
+        """``read`` then ``advance`` in place: ``state`` takes the new turn, which is returned (for
+        callers that keep one state object, like the probe evaluation)."""
+        turn, doc = self.read(state, user, text, time)
+        self.last_doc = doc
+        after = self.advance(state, turn)
+        state.turns, state.focus, state.recent_entities = after.turns, after.focus, after.recent_entities
         return turn
 
     def resolve_again(self, state: DialogueState, turn: Turn) -> Turn:

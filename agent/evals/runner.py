@@ -73,13 +73,19 @@ def _honest(result: TurnResult, agent, reply, turn: ScriptTurn, sc: Scenario | N
     from agent.answers import support
     from agent.generation.llm import Message
     from agent.generation.prompt import display_name
+    from agent.language.sentences import count_sentences
     from agent.pipeline import evidence
-    from agent.pipeline.turn import asked_form, count_sentences
 
     g = judge(reply.text, bool(result.correct), support_texts(reply, turn.text, display_name(agent.profile)), rt.nlp)
-    question, _ = evidence.records(agent, turn.text, reply.state, reply.memories,
-                                   asked_form(agent, turn.text, reply.state))
-    about = support.topic(question) is support.Topic.USER
+    trace = reply.trace  # the topic the answer policy saw (its recall stage's plan), else asked again
+    plan = trace.recalled.plan if trace is not None and trace.recalled is not None else None
+    if plan is None:
+        p, profile = agent.pipeline, agent.profile
+        question, _ = evidence.records(agent.kb, agent.user, profile, p.adapter_active, turn.text, reply.state,
+                                       reply.memories, p.asked_form(profile, turn.text, reply.state))
+        about = support.topic(question) is support.Topic.USER
+    else:
+        about = plan.topic is support.Topic.USER
     bare = bare_ok = None
     if sc is not None and sc.category is Category.GENERAL_KNOWLEDGE:
         pieces: list[str] = []

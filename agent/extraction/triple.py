@@ -5,9 +5,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from agent.errors import BadInputError
+from agent.language import vocab
 from kb.facts import normalize_name
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class ExtractionContext:
     def resolve(self, surface: str) -> str | None:
         """The entity a surface form refers to: the user for first person, else a reference."""
         s = " ".join(surface.lower().split())
-        if s in ("i", "me", "my", "mine", "myself", "user", "the user"):
+        if s in vocab.FIRST_PERSON or s in ("user", "the user"):
             return self.user
         return self.references.get(s)
 
@@ -108,8 +109,14 @@ class ExtractionContext:
         return value if isinstance(value, str) and value.strip() else None
 
 
+@runtime_checkable
 class Extractor(Protocol):
-    """Anything that turns one user utterance into triples (patterns, an LLM...)."""
+    """Anything that turns one user utterance into triples (patterns, an LLM...).
+
+    The contract every implementation keeps (tests/test_contracts.py): a list of Triple; [] for an
+    empty text and for a question; BadInputError naming the type for a non-string text; the same
+    triples for the same input; first person resolved to ``context.user``.
+    """
 
     def extract(self, text: str, context: ExtractionContext, doc: Doc | None = None) -> list[Triple]:
         """Facts stated in ``text``; [] for questions. ``doc`` is an optional parse of ``text``."""

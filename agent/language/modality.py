@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from agent.errors import BadInputError
+from agent.language import vocab
 from agent.language.timeparse import When, clause_time
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ HEDGE_ADVERBS = frozenset({"maybe", "perhaps", "possibly", "someday", "eventuall
 #: openers of a sarcastic or mocking statement: nothing in it is meant literally
 SARCASM = re.compile(r"^\W*(?:yeah,?\s+right|oh,?\s+(?:great|sure|yeah|wonderful|fantastic|joy)|"
                      r"sure,?\s+and\b|as\s+if\b|like\s+i\s+(?:would|could|care))", re.IGNORECASE)
-_FIRST_PERSON = frozenset({"i", "me", "my", "we", "us"})
+_FIRST_PERSON = vocab.FIRST_PERSON | vocab.FIRST_PERSON_PLURAL  # "we think" is the speaker's belief too
 
 
 def _rank_max(a: Modality, b: Modality) -> Modality:

@@ -6,8 +6,9 @@ import re
 from agent.language import relations
 from kb.facts import normalize_relation
 
-#: first-person words; all of them resolve to the speaking user
-FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "im"})
+#: first-person words (whole tokens, or a surface as said); all of them resolve to the speaking user.
+#: The one first-person lexicon: extraction, mentions, modality, the answer policy and the prompt read it.
+FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "im", "i've", "i'd", "i'll"})
 #: second-person and first-person-plural words: facts about "you" or "we" are never stored
 NOT_STORED_PERSONS = frozenset({"you", "your", "yours", "yourself", "u", "ya", "we", "us", "our",
                                 "ours", "ourselves", "y'all"})

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent.answers.support import FIRST_PERSON, Evidence, Question
 from agent.generation.prompt import display_name
+from kb.errors import KBError
 
 if TYPE_CHECKING:
-    from agent.pipeline.loop import Agent
+    from agent.dialogue.state import Turn
+    from agent.memory.recall import Memory
+    from agent.profile.profile import Profile
+    from kb import KnowledgeBase
 
 
 #: relations whose object is a person of the user's world ("my sister is Mary": Mary is in it)
@@ -17,32 +22,31 @@ _PERSON_RELATIONS = frozenset({"sister", "brother", "mother", "father", "husband
                                "name"})
 
 
-def records(agent: Agent, text: str, turn, memories, asked: str) -> tuple[Question, list[Evidence]]:
+def records(kb: KnowledgeBase, user: str, profile: Profile, adapter_active: bool, text: str, turn: Turn,
+            memories: Sequence[Memory], asked: str) -> tuple[Question, list[Evidence]]:
     """The plain records for ``plan``: the question (with what the dialogue state found in it) and the
     recalled ``memories`` that may support an answer: facts, and what the user said, never the
     assistant's own replies (it may have invented them) nor the user's earlier questions."""
-    profile = agent.profile
-    me = agent.kb.resolve(agent.user)
+    me = kb.resolve(user)
     first = bool(FIRST_PERSON.search(text))  # "tell me a joke" is not about the user
     said = " ".join(m.text for m in memories if m.role != "assistant").casefold()
     world = []
     for m in turn.mentions:
-        ent = agent.kb.resolve(m.entity)
+        ent = kb.resolve(m.entity)
         if ent == me or ent in world:
             continue
         if m.label == "PERSON" and re.search(rf"(?<!\w){re.escape(m.text.casefold())}(?!\w)", said):
             world.append(ent)  # a person the user told about ("my friend Chloe lives in York")
             continue
         try:
-            facts = agent.kb.about(ent, user=agent.user, limit=8)
-        except Exception:  # noqa: BLE001 - an entity the KB cannot look up is not in the user's world
+            facts = kb.about(ent, user=user, limit=8)
+        except KBError:  # an entity the KB cannot look up is not in the user's world
             facts = []
         if any(f.subject == ent or (f.object == ent and f.relation in _PERSON_RELATIONS) for f in facts):
             world.append(ent)
     lang = profile.language.value if profile.language is not None else None
-    handle = getattr(agent, "adapter", None)
     q = Question(text, asked, display_name(profile), first, tuple(world), lang,
-                 bool(handle is not None and handle.active))
+                 adapter_active)
     ev = []
     if profile.call_me:  # "call me Sam" is the user's own word on their name
         ev.append(Evidence(f"Your name is {profile.call_me}.", "name", me, profile.call_me))

@@ -34,13 +34,15 @@ from agent.errors import AgentError, BadInputError
 from agent.language.intent import Intent
 from agent.types import (BAD, GOOD, RATING_MAX, RATING_MIN, Candidate, FeedbackRound, FeedbackSignal, Rating,  # noqa: F401
                          Reply, Timings)  # the records live in agent/types.py; re-exported here
-from agent.generation.prompt import Exchange, display_name, third_person, trim_history
+from agent.generation.prompt import Exchange, display_name, third_person
 from kb.errors import KBError
 from kb.facts import Fact, Status, clean_text, normalize_relation
 
 if TYPE_CHECKING:
-    from agent.pipeline.loop import Agent
-    from agent.dialogue.state import Turn
+    from agent.dialogue.state import DialogueState, Turn
+    from agent.pipeline.loop import AgentConfig
+    from agent.pipeline.session import Session
+    from agent.pipeline.stages import TurnPipeline
     from kb import KnowledgeBase
     from kb.embeddings import Embedder
 
@@ -224,11 +226,12 @@ def adjust_confidence(kb: KnowledgeBase, facts: Sequence[Fact], rating: Rating, 
 # --------------------------------------------------------------------------- the loop
 
 
-def apply_feedback(agent: Agent, rating: Rating | int | str | None = None, correction: str | None = None,
-                   note: str | None = None) -> FeedbackResult:
-    """Rate, correct or comment on ``agent.last_reply`` (see the module docstring); caller holds the agent lock."""
-    last = agent.last_reply
-    if last is None or last.state.user != agent.user:
+def apply_feedback(pipeline: TurnPipeline, session: Session, rating: Rating | int | str | None = None,
+                   correction: str | None = None, note: str | None = None) -> FeedbackResult:
+    """Rate, correct or comment on ``session.last_reply`` (see the module docstring) through the turn
+    pipeline's public stages; the caller holds the agent lock."""
+    last = session.last_reply
+    if last is None or last.state.user != session.user:
         raise BadInputError("there is no previous reply to give feedback on in this session; ask something first")
     fix = _clean(correction, "correction")
     why = _clean(note, "note")
@@ -238,28 +241,30 @@ def apply_feedback(agent: Agent, rating: Rating | int | str | None = None, corre
     if fix is not None and rate.is_good:
         raise BadInputError(f"rating {rate} says the answer was right, but a correction says it was wrong; "
                             "give a rating of 1..3, or no rating, with a correction")
-    cfg = agent.config.feedback
+    cfg = pipeline.config.feedback
     rated = last.state
-    generated = _was_generated(agent, last)
+    generated = _was_generated(pipeline.config, last)
     number = len(last.rounds) + 1
     wants_new = rate.is_bad and generated
     limit_reached = wants_new and number > cfg.max_rounds
     # validated: stored data changes from here on
     basis = [u.fact for u in last.used_facts] if generated else list(last.learned_facts)
     t0 = time.perf_counter()
-    fix_turn, learned, superseded, confirmed = None, [], [], set()
+    state, fix_turn, learned, superseded, confirmed = session.state, None, [], [], set()
     if fix is not None:
-        fix_turn, learned, superseded, confirmed = _store_correction(agent, fix, rated, basis)
+        state, fix_turn, learned, superseded, confirmed = _store_correction(pipeline, session, fix, rated, basis)
     t1 = time.perf_counter()
     reason = f"reply to turn {rated.index} rated {rate}" + (f": {why}" if why else "") + (
         f"; corrected: {fix}" if fix else "")
-    changes = adjust_confidence(agent.kb, [f for f in basis if f.id not in confirmed], rate, cfg, reason)
+    changes = adjust_confidence(pipeline.kb, [f for f in basis if f.id not in confirmed], rate, cfg, reason)
     t2 = time.perf_counter()
     reply, rnd = None, None
     if wants_new and not limit_reached:
-        reply, rnd = _regenerate(agent, last, rate, fix, why, number, learned, superseded, fix_turn,
-                                 extraction=t1 - t0, write_back=t2 - t1)
-    agent._save_state()
+        reply, rnd = _regenerate(pipeline, session, state, last, rate, fix, why, number, learned, superseded,
+                                 fix_turn, extraction=t1 - t0, write_back=t2 - t1)
+        session.advance(state, Exchange(rated.text, reply.text), reply=reply, replaces=True)
+    else:
+        session.advance(state, None)
     return FeedbackResult(rate, rated.index, tuple(changes), tuple(learned), tuple(superseded), reply, rnd,
                           limit_reached)
 
@@ -273,60 +278,62 @@ def _clean(value: str | None, what: str) -> str | None:
         raise BadInputError(str(e)) from None
 
 
-def _was_generated(agent: Agent, reply: Reply) -> bool:
+def _was_generated(config: AgentConfig, reply: Reply) -> bool:
     """False for a template acknowledgement of stored facts (nothing to regenerate; its facts are rated)."""
-    ack = agent.config.template_acknowledgements and bool(reply.learned_facts or reply.superseded_facts)
+    ack = config.template_acknowledgements and bool(reply.learned_facts or reply.superseded_facts)
     return bool(reply.rounds) or not ack
 
 
-def _store_correction(agent: Agent, text: str, rated: Turn, basis: Sequence[Fact]
-                      ) -> tuple[Turn, list[Fact], list[Fact], set[str]]:
-    """Store ``text`` as a correction turn: (its turn, facts learned, facts superseded, ids of basis facts it restates)."""
-    turn = agent.tracker.update(agent.state, agent.user, text, time.time())
-    turn.intent = Intent.CORRECTION  # a /fix is a correction whatever its wording
-    triples = agent._extract(text, turn, agent.tracker.context_for(agent.state, turn))
+def _store_correction(pipeline: TurnPipeline, session: Session, text: str, rated: Turn, basis: Sequence[Fact]
+                      ) -> tuple[DialogueState, Turn, list[Fact], list[Fact], set[str]]:
+    """Store ``text`` as a correction turn, through the pipeline's understand stage and its writer:
+    (the state with that turn, the turn, facts learned, facts superseded, ids of basis facts it restates)."""
+    u = pipeline.understand(session, text, intent=Intent.CORRECTION)  # a /fix is a correction whatever its wording
     note = f"correction of turn {rated.index}"
-    learned, superseded, retracted = agent._write_back(text, turn, triples, note=note)
-    kb = agent.kb
+    stored = pipeline.writer.store(session.user, u, note=note)
+    kb, turn = pipeline.kb, u.turn
     stated = {(kb.resolve(t.subject), normalize_relation(t.relation), kb.resolve(t.object))
-              for t in triples if not t.negated}
+              for t in u.triples if not t.negated}
     slots = {(s, r) for s, r, _ in stated}
     confirmed = {f.id for f in basis if f.triple() in stated}
-    done = {f.id for f in superseded + retracted}
+    done = {f.id for f in stored.superseded + stored.retracted}
     extra: list[Fact] = []
     for f in basis:  # the rejected answer's facts in a corrected slot (multi-valued relations)
-        if (f.subject, f.relation) in slots and f.id not in confirmed and f.id not in done and f.user == agent.user:
+        if (f.subject, f.relation) in slots and f.id not in confirmed and f.id not in done and f.user == session.user:
             current = kb.fact(f.id)
             if current.status is Status.ACTIVE:
                 extra.append(kb.retract(f.id, reason=note))
     if extra:
         turn.superseded_fact_ids += [f.id for f in extra]
-        agent.tracker.apply_learned(agent.state, extra)
-    return turn, learned, superseded + retracted + extra, confirmed
+        pipeline.tracker.apply_learned(u.state, extra)
+    return u.state, turn, list(stored.learned), list(stored.superseded + stored.retracted) + extra, confirmed
 
 
-def _regenerate(agent: Agent, last: Reply, rate: Rating, fix: str | None, note: str | None, number: int,
-                learned: list[Fact], superseded: list[Fact], fix_turn: Turn | None, *, extraction: float,
-                write_back: float) -> tuple[Reply, FeedbackRound]:
-    """Answer the rated question again from fresh retrieval and re-ranked candidates; becomes the last reply."""
-
-    cfg = agent.config.feedback
+def _regenerate(pipeline: TurnPipeline, session: Session, state: DialogueState, last: Reply, rate: Rating,
+                fix: str | None, note: str | None, number: int, learned: list[Fact], superseded: list[Fact],
+                fix_turn: Turn | None, *, extraction: float, write_back: float) -> tuple[Reply, FeedbackRound]:
+    """Answer the rated question again from fresh retrieval and re-ranked candidates (the pipeline's
+    recall, compose and candidate stages); the caller makes it the last reply."""
+    cfg = pipeline.config.feedback
     question = last.state
-    history = list(agent._history)
+    history = list(session.history)
     if history and history[-1].user_text == question.text:
         history = history[:-1]  # the rejected exchange itself is not context for its replacement
+    profile = replace(session.preferences, slots=dict(state.profile))
     r0 = time.perf_counter()
     # resolved again: the correction may have changed what "my favorite food" refers to
-    asked_turn = agent.tracker.resolve_again(agent.state, question)
-    used = agent._facts_for(question.text, asked_turn)
+    asked_turn = pipeline.tracker.resolve_again(state, question)
+    used = pipeline.facts_for(session, state, question.text, asked_turn)
     r1 = time.perf_counter()
-    messages = agent._prompt_for(question.text, asked_turn, used, history)
-    name = display_name(agent.profile)
+    messages = pipeline.prompt_for(profile, question.text, asked_turn, used, history)
+    name = display_name(profile)
     asked = " ".join(x for x in (_CORRECTION_LEAD.sub("", fix) if fix else None, note) if x)
     rejected = (last.text,) + (last.rounds[-1].signal.rejected if last.rounds else ())
-    signal = make_signal(agent.kb.embedder, cfg, number, rate, third_person(asked, name) if asked else None, rejected)
-    ranked = rerank(agent._candidates(messages, signal, used, agent._asked(question.text, asked_turn)), signal, cfg,
-                    agent.kb.embedder)
+    signal = make_signal(pipeline.kb.embedder, cfg, number, rate, third_person(asked, name) if asked else None,
+                         rejected)
+    ranked = rerank(pipeline.candidates(profile, messages, signal, used,
+                                        pipeline.asked_form(profile, question.text, asked_turn)),
+                    signal, cfg, pipeline.kb.embedder)
     r2 = time.perf_counter()
     rnd = FeedbackRound(number, signal, tuple(ranked), ranked[0], r2 - r1)
     text = ranked[0].text
@@ -334,12 +341,10 @@ def _regenerate(agent: Agent, last: Reply, rate: Rating, fix: str | None, note: 
     question.used_fact_ids = [u.fact.id for u in used]
     if fix_turn is not None:
         fix_turn.reply = text
-    agent._history = trim_history(history + [Exchange(question.text, text)], agent.config.prompt.history_turns)
     # fused=(): the first answer's knowledge-token attention says nothing about this one; the
-    # round's candidates say which were fused
+    # round's candidates say which were fused; trace=None: the stage records were the first answer's
     reply = replace(last, text=text, used_facts=tuple(used), learned_facts=tuple(learned),
-                    superseded_facts=tuple(superseded), rounds=last.rounds + (rnd,), fused=(),
+                    superseded_facts=tuple(superseded), rounds=last.rounds + (rnd,), fused=(), trace=None,
                     timings=Timings(retrieval=r1 - r0, generation=r2 - r1, extraction=extraction,
                                     write_back=write_back))
-    agent.last_reply = reply
     return reply, rnd

@@ -1,36 +1,33 @@
-"""The agent loop: state update, retrieval, generation, fact extraction and write-back, one turn at a time."""
+"""The Agent: one user's conversation over one knowledge base, each turn run through the stage pipeline (agent/pipeline/stages.py)."""
 from __future__ import annotations
 
-import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
-from agent.errors import BadInputError, StateError
-from agent.extraction.extract import ExtractionContext, Extractor, ExtractorKind, Triple, build_extractor
-from agent.formats import SESSION
-from agent.types import Reply, Timings  # noqa: F401 - re-exported: callers import them from here
-from agent.pipeline.feedback import (Candidate, FeedbackConfig, FeedbackResult, FeedbackRound, FeedbackSignal, Rating,
-                            apply_feedback)
-from agent.generation.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig, Message
-from agent.profile.profile import Profile, ProfileConfig, ProfileStore, known_slots
-from agent.generation.prompt import Exchange, PromptConfig, trim_history
-from agent.fusion.fuser import AgentFusionConfig, FusedFact, Fuser
+from agent.answers.support import SupportConfig
+from agent.dialogue.state import DialogueState, StateTracker
+from agent.errors import BadInputError
+from agent.extraction.extract import Extractor, ExtractorKind, build_extractor
 from agent.fusion.adapter import FusionMode
+from agent.fusion.fuser import AgentFusionConfig, Fuser
+from agent.generation.llm import PACKAGED_SMOLLM, CausalLM, LanguageModel, LLMConfig
+from agent.generation.prompt import PromptConfig
 from agent.memory.ingest import ASSISTANT, IngestReport, Ingestor, Progress
 from agent.memory.recall import Memory, RecallConfig, Recaller
-from agent.memory.retrieval import RetrievalConfig, Retriever, UsedFact
-from agent.dialogue.state import DialogueState, StateTracker, Turn
+from agent.memory.retrieval import RetrievalConfig, Retriever
+from agent.pipeline.feedback import FeedbackConfig, FeedbackResult, Rating, apply_feedback
+from agent.pipeline.session import Session
+from agent.pipeline.stages import Parts, TurnPipeline
 from agent.pipeline.streaming import TurnGate
-from agent.pipeline.turn import (answer_candidates, asked_form, extract_triples, facts_for, prompt_for, recall_for,
-                        take_turn, write_back)
+from agent.pipeline.turn import take_turn
+from agent.profile.profile import Profile, ProfileConfig, ProfileStore
+from agent.types import Reply, Timings  # noqa: F401 - re-exported: callers import them from here
 from kb import KBConfig, KnowledgeBase
 from kb.errors import KBError
-from kb.facts import Fact, clean_text, clean_user
-from kb.files import write_text_atomic
+from kb.facts import clean_text, clean_user
 
 
 @dataclass(frozen=True)
@@ -61,6 +58,8 @@ class AgentConfig:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     # knowledge fusion: retrieved facts fused into the model's hidden states (agent/fusion/fuser.py)
     fusion: AgentFusionConfig = field(default_factory=AgentFusionConfig)
+    # the answer policy: which questions the bare model answers, when to abstain (agent/answers/support.py)
+    support: SupportConfig = field(default_factory=SupportConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extractor", ExtractorKind.parse(self.extractor))
@@ -82,7 +81,6 @@ class Agent:
         self._owns_kb = owns_kb
         self._lock = threading.RLock()
         self._turns = TurnGate(self._lock)  # one open turn at a time; never a lock across a yield
-        self.adapter = None  # agent.lora.adapters.AdapterHandle of a LoRA adapter attached by open(adapter=...)
         if nlp is None:
             from agent.language.nlp import load_nlp
 
@@ -94,14 +92,34 @@ class Agent:
         self.fuser = Fuser(llm, kb, self.config.fusion)
         # the LLM extractor decodes a transformers model under the triple-JSON constraint (agent/extraction/extract.py)
         self.extractor: Extractor = build_extractor(self.config.extractor, nlp=nlp, llm=llm)
-        self.user = ""
-        self.state: DialogueState
+        self.pipeline = TurnPipeline(Parts(kb, llm, self.tracker, self.extractor, self.retriever, self.recaller,
+                                           self.fuser), self.config)
         self.profiles = ProfileStore(kb.path)  # per-user preferences under KB_DIR/profiles/
-        self._profile: Profile  # the active user's stored preferences (slots live in state.profile)
-        self._history: list[Exchange] = []
-        self.last_reply: Reply | None = None
-        self._turn_vector: tuple[str, object] | None = None  # (text, embedding) of the current turn
+        self.session: Session | None = None  # the active user's conversation; only the pipeline's commit changes it
         self.switch_user(user)
+
+    @property
+    def user(self) -> str:
+        """The active user."""
+        return self.session.user if self.session is not None else ""
+
+    @property
+    def state(self) -> DialogueState:
+        """The active user's dialogue state."""
+        return self.session.state
+
+    @property
+    def last_reply(self) -> Reply | None:
+        return self.session.last_reply
+
+    @property
+    def adapter(self):
+        """The LoRA adapter attached by ``open(adapter=...)`` (agent.lora.adapters.AdapterHandle), or None."""
+        return self.pipeline.adapter
+
+    @adapter.setter
+    def adapter(self, handle) -> None:
+        self.pipeline.adapter = handle
 
     # ------------------------------------------------------------------ construction
 
@@ -149,7 +167,7 @@ class Agent:
             if self.adapter is not None:
                 self.adapter.off()  # a model the caller passed in goes back as it came
             self.fuser.close()  # and without the fusion hooks
-            self._save_state()
+            self.session.save()
             if self._owns_kb:
                 self.kb.close()
 
@@ -161,77 +179,39 @@ class Agent:
 
     # ------------------------------------------------------------------ sessions
 
-    def _state_path(self, user: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):02x}" for c in user)
-        return self.kb.path / "sessions" / f"{safe}.json"
-
     def switch_user(self, user: str) -> None:
         """Make ``user`` the active user, resuming their saved session if there is one."""
         with self._lock:
             self._turns.settle()
             who = clean_user(user)
-            profile = self.profiles.load(who)  # an unreadable profile stops the switch before anything changes
-            if self.user:
-                self._save_state()
-            self.kb.ensure_user(who)
-            self.user = who
-            self.state = self._load_state(who) or DialogueState.new(who, uuid.uuid4().hex[:8])
-            self.state.profile = known_slots(self.kb, who)  # the KB is the truth (facts may be forgotten meanwhile)
-            self._profile = profile
-            self._history = [Exchange(t.text, t.reply) for t in self.state.turns if t.reply is not None]
-            self._history = trim_history(self._history, self.config.prompt.history_turns)
+            if self.session is not None:
+                self.session.save()
+            self.session = Session.open(self.kb, self.profiles, who, self.config.prompt.history_turns)
             if self.adapter is not None:  # another user's adapter must not answer for this one
                 self.adapter.follow(who)
-            reset = getattr(self.llm, "reset_cache", None)
-            if reset is not None:
-                reset()
+            self._reset_model_cache()
 
     def reset_session(self) -> None:
         """Start a fresh conversation (the knowledge base is kept)."""
         with self._lock:
             self._turns.settle()
-            self.state = DialogueState.new(self.user, uuid.uuid4().hex[:8])
-            self.state.profile = known_slots(self.kb, self.user)
-            self._history = []
-            self.last_reply = None
-            reset = getattr(self.llm, "reset_cache", None)
-            if reset is not None:
-                reset()
-            self._save_state()
+            self.session.restart()
+            self._reset_model_cache()
+
+    def _reset_model_cache(self) -> None:
+        reset = getattr(self.llm, "reset_cache", None)
+        if reset is not None:
+            reset()
 
     @property
     def profile(self) -> Profile:
         """The active user's profile: stored preferences plus the slots known from their facts."""
-        return replace(self._profile, slots=dict(self.state.profile))
+        return self.session.profile
 
     def set_profile(self, profile: Profile) -> None:
         """Store the active user's preferences (``profile.slots`` are ignored) and use them from the next reply."""
         with self._lock:
-            if profile.user != self.user:
-                raise BadInputError(f"this profile belongs to {profile.user!r}, not to the active user {self.user!r}")
-            self.profiles.save(profile.preferences())  # raises on failure; the old profile stays in force
-            self._profile = profile.preferences()
-
-    def _load_state(self, user: str) -> DialogueState | None:
-        path = self._state_path(user)
-        if not path.exists():
-            return None
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise StateError(f"cannot restore the session in {path}: {e}; delete the file to start fresh") from None
-        raw = SESSION.upgrade(raw, str(path))  # numbered steps (agent/formats.py); newer files are refused
-        try:
-            return DialogueState.from_dict(raw["state"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise StateError(f"cannot restore the session in {path}: {e}; delete the file to start fresh") from None
-
-    def _save_state(self) -> None:
-        if self.kb.read_only or not self.user:
-            return
-        path = self._state_path(self.user)
-        path.parent.mkdir(exist_ok=True)
-        write_text_atomic(path, json.dumps({"format": SESSION.newest, "state": self.state.to_dict()}))  # fsynced
+            self.session.set_preferences(profile)
 
     # ------------------------------------------------------------------ KB helpers for the tracker
 
@@ -267,7 +247,8 @@ class Agent:
             message = clean_text(text, "message")
         except KBError as e:
             raise BadInputError(str(e)) from None
-        return take_turn(self, message, parse_time(now, "now") if now is not None else None)
+        return take_turn(self.pipeline, self.session, self._lock, self._turns, message,
+                         parse_time(now, "now") if now is not None else None)
 
     def recall(self, text: str, k: int | None = None, now: object = None) -> list[Memory]:
         """The memories (facts and episodes) the agent would put in front of its model for ``text``,
@@ -281,9 +262,9 @@ class Agent:
             raise BadInputError(f"k={k!r} is invalid; give an integer from 1 to 1000")
         at = parse_time(now, "now") if now is not None else None
         with self._lock:
-            probe = DialogueState.from_dict(self.state.to_dict())
-            turn = self.tracker.update(probe, self.user, body, at if at is not None else time.time())
-            return recall_for(self, body, turn, n, at)
+            s = self.session
+            turn, _ = self.tracker.read(s.state, s.user, body, at if at is not None else time.time())
+            return self.pipeline.memories(s, body, turn, self.tracker.advance(s.state, turn), n, at)
 
     def ingest(self, turns, *, me: str, assistant: str = ASSISTANT, progress: Progress | None = None) -> IngestReport:
         """Store a chat history in the active user's memory: every turn as an episode, the facts of
@@ -306,27 +287,4 @@ class Agent:
         """
         with self._lock:
             self._turns.settle()  # the reply rated is the last one, finished
-            return apply_feedback(self, rating, correction, note)
-
-    # ------------------------------------------------------------------ the turn pipeline (agent/pipeline/turn.py)
-    # the steps agent/pipeline/feedback.py reuses to store a correction and to answer a question again
-
-    def _extract(self, text: str, turn: Turn, ctx: ExtractionContext) -> list[Triple]:
-        return extract_triples(self, text, turn, ctx)
-
-    def _write_back(self, text: str, turn: Turn, triples: list[Triple],
-                    note: str | None = None) -> tuple[list[Fact], list[Fact], list[Fact]]:
-        return write_back(self, text, turn, triples, note)
-
-    def _facts_for(self, text: str, turn: Turn) -> list[UsedFact]:
-        return facts_for(self, text, turn)
-
-    def _prompt_for(self, text: str, turn: Turn, used: list[UsedFact], history: list[Exchange]) -> list[Message]:
-        return prompt_for(self, text, turn, used, history)
-
-    def _asked(self, text: str, turn: Turn) -> str:
-        return asked_form(self, text, turn)
-
-    def _candidates(self, messages: list[Message], signal: FeedbackSignal, used: Sequence[UsedFact] = (),
-                    asked: str | None = None) -> list[Candidate]:
-        return answer_candidates(self, messages, signal, used, asked)
+            return apply_feedback(self.pipeline, self.session, rating, correction, note)
