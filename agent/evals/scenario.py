@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.choices import Choice
 from agent.errors import BadInputError
 
 #: relations gold triples may use; ``favorite_<x>`` (any snake_case x) is allowed too
@@ -22,7 +23,7 @@ class ScenarioError(BadInputError):
     """A scenario file is unreadable or malformed; the message names the file and the bad field."""
 
 
-class Category(str, enum.Enum):
+class Category(Choice):
     """What a scenario tests; the report groups its numbers by these."""
 
     SINGLE_HOP = "single_hop"
@@ -40,14 +41,6 @@ class Category(str, enum.Enum):
     def about_user(self) -> bool:
         """Whether this category's questions are about the user or their world (the topic label)."""
         return self is not Category.GENERAL_KNOWLEDGE
-
-    @classmethod
-    def parse(cls, value: str | Category) -> Category:
-        try:
-            return cls(value)
-        except ValueError:
-            raise BadInputError(
-                f"unknown category {value!r}; valid categories: {', '.join(c.value for c in cls)}") from None
 
 
 class TurnKind(str, enum.Enum):

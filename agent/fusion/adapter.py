@@ -32,31 +32,24 @@ distractors; README "Knowledge fusion" has the final numbers):
 from __future__ import annotations
 
 import contextlib
-import enum
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import numpy as np
 
+from agent.choices import Choice
 from agent.errors import BadInputError, ModelLoadError
 
 FORMAT_VERSION = 1
 
 
-class FusionMode(str, enum.Enum):
+class FusionMode(Choice):
     """Whether the agent fuses retrieved facts into the model."""
 
     AUTO = "auto"  # on when an adapter trained for the loaded model and the KB's embedder is available
     ON = "on"  # on; an error when no matching adapter exists
     OFF = "off"  # facts reach the model as text only
-
-    @classmethod
-    def parse(cls, value: "str | FusionMode") -> "FusionMode":
-        try:
-            return cls(value)
-        except ValueError:
-            raise BadInputError(f"fusion mode {value!r} is invalid; use one of {[m.value for m in cls]}") from None
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ fifth of its values out of training (the "unseen values" split).
 """
 from __future__ import annotations
 
-import enum
 import random
 import string
 from dataclasses import dataclass
 
+from agent.choices import Choice
 from agent.errors import BadInputError
 
 #: the answer a model must give when the knowledge does not contain the asked fact
@@ -163,19 +163,12 @@ def _names(rng: random.Random, n: int, syllables: tuple[int, int]) -> list[str]:
     return sorted(out)
 
 
-class Split(str, enum.Enum):
+class Split(Choice):
     """Which part of the synthetic world a set of examples comes from."""
 
     TRAIN = "train"  # training entities, training phrasings, training values
     HELDOUT = "heldout"  # entities never seen in training, held-out phrasings, training values
     UNSEEN_VALUES = "unseen_values"  # held-out entities and phrasings, values never seen in training
-
-    @classmethod
-    def parse(cls, value: "str | Split") -> "Split":
-        try:
-            return cls(value)
-        except ValueError:
-            raise BadInputError(f"split {value!r} is invalid; use one of {[s.value for s in cls]}") from None
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,17 @@
 """What an utterance is for (statement, question, correction...), decided by cheap surface rules."""
 from __future__ import annotations
 
-import enum
 import re
 from typing import TYPE_CHECKING
 
+from agent.choices import Choice
 from agent.errors import BadInputError
 
 if TYPE_CHECKING:
     from spacy.tokens import Doc
 
 
-class Intent(str, enum.Enum):
+class Intent(Choice):
     """The purpose of one user turn; only statements and corrections carry facts to learn."""
 
     STATEMENT = "statement"
@@ -20,15 +20,6 @@ class Intent(str, enum.Enum):
     FEEDBACK = "feedback"
     COMMAND = "command"
     SMALL_TALK = "small_talk"
-
-    @classmethod
-    def parse(cls, value: str | Intent) -> Intent:
-        try:
-            return cls(value)
-        except ValueError:
-            raise BadInputError(
-                f"unknown intent {value!r}; valid intents: {', '.join(i.value for i in cls)}"
-            ) from None
 
 
 # Word lists are lower case, apostrophes normalised to "'" before matching.

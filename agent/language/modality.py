@@ -9,11 +9,10 @@ or wish is simply not stored).
 """
 from __future__ import annotations
 
-import enum
 import re
 from typing import TYPE_CHECKING
 
-from agent.errors import BadInputError
+from agent.choices import Choice
 from agent.language import vocab
 from agent.language.timeparse import When, clause_time
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from spacy.tokens import Span, Token
 
 
-class Modality(str, enum.Enum):
+class Modality(Choice):
     """How a clause presents its content."""
 
     ASSERTED = "asserted"  # holds now ("I live in Porto", "I've lived here since May")
@@ -30,14 +29,6 @@ class Modality(str, enum.Enum):
     HYPOTHETICAL = "hypothetical"  # possible, wished, imagined, conditional, or said in sarcasm
     REPORTED = "reported"  # someone else's claim or wish ("my friend thinks I live in Madrid")
     QUESTION = "question"
-
-    @classmethod
-    def parse(cls, value: str | Modality) -> Modality:
-        try:
-            return cls(value)
-        except ValueError:
-            raise BadInputError(
-                f"unknown modality {value!r}; valid modalities: {', '.join(m.value for m in cls)}") from None
 
     @property
     def current(self) -> bool:

@@ -6,30 +6,22 @@ conversation's main thread is the path from ``current_node`` back to the root, a
 """
 from __future__ import annotations
 
-import enum
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.choices import Choice
 from agent.errors import BadInputError
 from agent.memory.ingest import ASSISTANT, ChatTurn, parse_time
 
 
-class ChatFormat(str, enum.Enum):
+class ChatFormat(Choice):
     """The chat-history formats `kgrow kb import-chat` reads."""
 
     JSONL = "jsonl"  # one {speaker, text, time, session, source_id} object a line
     CHATGPT = "chatgpt"  # ChatGPT's conversations.json export
     TRANSCRIPT = "transcript"  # plain 'Name: text' lines
-
-    @classmethod
-    def parse(cls, value: "str | ChatFormat") -> "ChatFormat":
-        try:
-            return cls(value)
-        except ValueError:
-            raise BadInputError(f"unknown chat format {value!r}; valid formats: "
-                                f"{', '.join(f.value for f in cls)}") from None
 
     @classmethod
     def infer(cls, path: Path) -> "ChatFormat":

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.choices import Choice
 from agent.errors import BadInputError, StateError
 from agent.formats import PROFILE
 from agent.language.intent import looks_like_instruction
@@ -45,23 +46,7 @@ _WORD = r"[^\W\d_](?:[^\W\d_]|['’.-])*"  # letters, with apostrophes, dots and
 _NAME = re.compile(rf"{_WORD}(?: {_WORD}){{0,3}}")
 
 
-class _Choice(str, enum.Enum):
-    """A str Enum whose ``parse`` accepts any case and names the valid values when it fails."""
-
-    @classmethod
-    def parse(cls, value: Any) -> Any:
-        if isinstance(value, cls):
-            return value
-        text = str(value).strip().lower() if isinstance(value, str) else None
-        for member in cls:
-            if text == member.value.lower():
-                return member
-        what = re.sub(r"(?<!^)(?=[A-Z])", " ", cls.__name__).lower()  # AnswerLength -> "answer length"
-        raise BadInputError(f"{what} {value!r} is not supported; valid values: "
-                            f"{', '.join(m.value for m in cls)}")
-
-
-class AnswerLength(_Choice):
+class AnswerLength(Choice):
     """How long answers should be; NORMAL is the agent's default behaviour."""
 
     SHORT = "short"
@@ -69,7 +54,7 @@ class AnswerLength(_Choice):
     DETAILED = "detailed"
 
 
-class Tone(_Choice):
+class Tone(Choice):
     """How formal answers should sound; NEUTRAL adds nothing to the prompt."""
 
     NEUTRAL = "neutral"
@@ -77,7 +62,7 @@ class Tone(_Choice):
     CASUAL = "casual"
 
 
-class Language(_Choice):
+class Language(Choice):
     """Languages the agent may be asked to answer in (the model is told; small models follow it loosely)."""
 
     ENGLISH = "English"
@@ -108,7 +93,7 @@ class Language(_Choice):
     KOREAN = "Korean"
 
 
-class ProfileKey(_Choice):
+class ProfileKey(Choice):
     """The preferences a user (or `kgrow kb profile --set`) can change."""
 
     CALL_ME = "call_me"
