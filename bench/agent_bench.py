@@ -44,11 +44,13 @@ class StubLLM:
     id = "stub"
 
     def __init__(self) -> None:
-        from agent.generation.llm import GenerationStats
+        from agent.generation.model import Capabilities, GenerationStats
 
+        self.capabilities = Capabilities()  # it cannot sample, fuse or cache anything
         self.last_stats = GenerationStats()
 
     def stream(self, messages, max_new_tokens=None) -> Iterator[str]:
+        self.last_stats = type(self.last_stats)(new_tokens=1)
         yield "ok"
 
     def complete(self, prompt: str, max_new_tokens: int = 128) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.evals.grounded import judge, support_texts  # noqa: E402
+from agent.generation.model import Capabilities, GenerationStats  # noqa: E402
 from agent.memory.ingest import ChatTurn, parse_time  # noqa: E402
 from agent.pipeline.loop import Agent, AgentConfig  # noqa: E402
 from agent.memory.recall import RecallConfig  # noqa: E402
@@ -108,16 +109,14 @@ class NoLLM:
     """A stand-in model for recall-only runs: recall never generates."""
 
     id = "none"
-    last_stats = None
+    capabilities = Capabilities()  # it cannot sample, fuse or cache anything
+    last_stats = GenerationStats()
 
     def stream(self, messages, max_new_tokens=None):
         yield ""
 
     def complete(self, prompt, max_new_tokens=128):
         return ""
-
-    def candidates(self, *a, **k):
-        return []
 
     def reset_cache(self):
         pass

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from agent.types import Candidate
-from agent.generation.llm import GenerationStats, Message
+from agent.generation.model import Capabilities, GenerationStats, Message
 
 #: what ScriptedLLM says once its script is used up
 DEFAULT_REPLY = "OK."
@@ -17,9 +17,13 @@ class ScriptedLLM:
 
     ``calls`` holds the message lists given to ``stream`` (one list per generation), oldest first.
     With ``responder``, a reply is computed from the messages instead once the script is used up.
-    ``candidates`` (the feedback loop's regeneration) returns the next list queued with
+    ``sample_candidates`` (the feedback loop's regeneration) returns the next list queued with
     ``add_candidates``, or else the next reply alone; ``candidate_calls`` records its prompts.
+    A reply is cut after ``max_new_tokens`` words (a word is a token here). It has no weights to
+    fuse knowledge into and no KV cache.
     """
+
+    capabilities = Capabilities(sampling=True)
 
     def __init__(self, replies: Iterable[str] = (), default: str = DEFAULT_REPLY,
                  responder: Callable[[list[Message]], str] | None = None):
@@ -67,8 +71,8 @@ class ScriptedLLM:
         """Queue one feedback round's candidates: texts (log-prob -1.0, -1.1, ... in order) or (text, log-prob)."""
         self._candidate_rounds.append(list(candidates))
 
-    def candidates(self, messages: Sequence[Message], n: int, temperature: float, top_p: float,
-                   max_new_tokens: int, max_sentences: int, seed: int) -> list[Candidate]:
+    def sample_candidates(self, messages: Sequence[Message], *, n: int, temperature: float, top_p: float,
+                          max_new_tokens: int, max_sentences: int = 0, seed: int = 0) -> list[Candidate]:
         """The first ``n`` queued candidates of the next round (the first one plays the greedy answer)."""
         with self._lock:
             self.candidate_calls.append(list(messages))
@@ -84,6 +88,8 @@ class ScriptedLLM:
             self.calls.append(list(messages))
             reply = self._next_reply(messages)
         words = reply.split(" ")
+        if max_new_tokens is not None:
+            words = words[:max_new_tokens]
         self._stats = GenerationStats(prompt_tokens=sum(len(m.content.split()) for m in messages),
                                       prefill_tokens=sum(len(m.content.split()) for m in messages))
         for i, word in enumerate(words):

@@ -15,6 +15,7 @@ from agent.extraction.extract import (
     Triple,
     build_extractor,
 )
+from agent.generation.model import Capabilities
 from agent.language.literal import normalize_date, parse_number
 from agent.language.vocab import sentence
 from kb.facts import normalize_name
@@ -691,7 +692,8 @@ def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed
     generate = ConstrainedGenerate(model, tok, ConstrainedConfig(max_value_chars=12, max_triples=2,
                                                                  max_new_tokens=200))
     extractor = LLMExtractor(generate)
-    assert isinstance(build_extractor("llm", llm=type("LM", (), {"model": model, "tokenizer": tok})()).generate,
+    assert isinstance(build_extractor("llm", llm=type("LM", (), {"model": model, "tokenizer": tok,
+                                                                "capabilities": Capabilities(transformers=True)})()).generate,
                       ConstrainedGenerate)
     output = generate("Message: I live in Paris.\nJSON:")
     items = extractor.parse(output)
@@ -792,6 +794,8 @@ def test_llm_extractor_skips_utterances_that_state_nothing_current(nlp):
 
 def test_llm_extractor_of_a_model_without_weights_uses_its_completion():
     class Completing:  # a LanguageModel with no transformers model behind it (a fake, a remote one)
+        capabilities = Capabilities()
+
         def __init__(self):
             self.prompts = []
 

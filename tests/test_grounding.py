@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from agent.evals.grounded import is_abstention, judge
+from agent.generation.model import Capabilities, GenerationStats
 from agent.pipeline.feedback import Candidate
 from agent.answers.grounding import GroundingConfig, grounded, support_keys, unsupported
 from agent.answers.phrasing import abstention, second_person
@@ -205,25 +206,28 @@ class WorldLLM:
         from agent.generation.fakes import EchoLLM
 
         self._echo = EchoLLM()
+        self._stats = GenerationStats()
         self.prompts: list[list] = []
 
     id = "world-llm"
+    capabilities = Capabilities(sampling=True)  # its echo's scripted candidates; no fusion, no KV cache
 
     @property
     def last_stats(self):
-        return self._echo.last_stats
+        return self._stats
 
     def stream(self, messages, max_new_tokens=None):
         self.prompts.append(list(messages))
         last = messages[-1].content
         fact = next((line[4:].strip() for line in last.splitlines() if line.startswith("[1] ")), "")
-        if fact:
-            yield fact.rstrip(".") + ", Croatia."
-            return
-        yield next((a for k, a in self.WORLD.items() if k in last.lower()), "Ashwood, in Willow Creek.")
+        reply = fact.rstrip(".") + ", Croatia." if fact else next(
+            (a for k, a in self.WORLD.items() if k in last.lower()), "Ashwood, in Willow Creek.")
+        reply = " ".join(reply.split(" ")[:max_new_tokens]) if max_new_tokens is not None else reply
+        self._stats = GenerationStats(new_tokens=len(reply.split()))
+        yield reply
 
-    def candidates(self, *args, **kwargs):
-        return self._echo.candidates(*args, **kwargs)
+    def sample_candidates(self, messages, **kwargs):
+        return self._echo.sample_candidates(messages, **kwargs)
 
     def complete(self, prompt: str, max_new_tokens: int = 128) -> str:
         return "[]"

@@ -54,7 +54,7 @@ def build_extractor(kind: ExtractorKind | str, *, nlp: NLP | None = None,
             raise BadInputError("the 'patterns' extractor needs a spaCy pipeline (nlp=load_nlp())")
         return PatternExtractor(nlp)
     if generate is None and llm is not None:
-        if hasattr(llm, "model") and hasattr(llm, "tokenizer"):  # a transformers model: constrained JSON
+        if llm.capabilities.transformers:  # its transformers model and tokenizer are open: constrained JSON
             from agent.extraction.constrained import ConstrainedGenerate
 
             generate = ConstrainedGenerate.of(llm)

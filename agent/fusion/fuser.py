@@ -60,8 +60,8 @@ class Fuser:
         if config.mode is FusionMode.OFF:
             self.reason = "fusion is off"
             return
-        if not hasattr(llm, "attach_fusion"):
-            self.reason = f"the language model {getattr(llm, 'id', llm)!r} cannot take a fusion adapter"
+        if not llm.capabilities.fusion:
+            self.reason = f"the language model {llm.id!r} cannot take a fusion adapter"
         else:
             directory = Path(config.adapter).expanduser() if config.adapter else packaged_adapter_dir()
             found = matching_adapter(llm.id, kb.embedder.id, directory)
@@ -78,7 +78,7 @@ class Fuser:
 
     def close(self) -> None:
         """Take the fusion hooks this Fuser attached off the model (not another agent's, attached later)."""
-        if self._attached is not None and getattr(self.llm, "fusion", None) is self._attached:
+        if self._attached is not None and self.llm.fusion is self._attached:  # set only on a fusable model
             self.llm.detach_fusion()
             self.llm.reset_cache()  # cached keys/values may hold fused positions
         self._attached, self.available = None, False

@@ -1,1 +1,1 @@
-"""The causal language model: loading, streaming decoding with prefix-cache reuse, the prompt layout, and scripted fakes."""
+"""The language model: its contract (model: the LanguageModel protocol and its Capabilities), loading, streaming decoding with prefix-cache reuse, candidate sampling, the prompt layout, and scripted fakes."""

@@ -39,12 +39,12 @@ def greedy_ids(llm, prompts: Sequence[list[int]], max_new_tokens: int,
     from agent.generation.llm import cache_arg
 
     model, tok = llm.model, llm.tokenizer
-    penalty = float(getattr(llm.config, "repetition_penalty", 1.0))
+    penalty = float(llm.repetition_penalty)
     ends = end_tokens(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(ends), 0)
     answers: list[tuple[list[int], bool]] = []
     kv = cache_arg(model)
-    with llm._lock, torch.inference_mode():  # no chat turn may run while the batch decodes
+    with llm.lock, torch.inference_mode():  # no chat turn may run while the batch decodes
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             n, width = len(chunk), max(len(p) for p in chunk)

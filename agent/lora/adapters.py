@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from agent.errors import BadInputError, ModelLoadError
+from agent.generation.model import LanguageModel, require
 from kb.errors import NotFoundError
 from kb.facts import clean_user
 from kb.files import fsync_dir, write_text_atomic
@@ -233,12 +234,9 @@ def has_lora(model) -> bool:
     return any(hasattr(m, "lora_A") for m in model.modules())
 
 
-def _transformers_model(llm):
-    model = getattr(llm, "model", None)
-    if model is None or not hasattr(model, "named_parameters") or not hasattr(llm, "_lock"):
-        raise BadInputError(f"LoRA adapters need a transformers model (agent.generation.llm.CausalLM); "
-                            f"{getattr(llm, 'id', type(llm).__name__)!r} is not one")
-    return model
+def _transformers_model(llm: LanguageModel):
+    require(llm, "transformers", "LoRA adapters")
+    return llm.model
 
 
 def check_base(adapter: Adapter, llm) -> None:
@@ -295,7 +293,7 @@ class AdapterHandle:
         if has_lora(model):
             raise BadInputError("the model already has a LoRA adapter attached; detach it first (/adapter off)")
         check_base(self.adapter, self.llm)
-        with self.llm._lock:  # no generation may run while layers are swapped
+        with self.llm.lock:  # no generation may run while layers are swapped
             try:
                 with warnings.catch_warnings():  # peft asks transformers a deprecated question
                     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -314,7 +312,7 @@ class AdapterHandle:
     def _detach(self) -> None:
         if self._peft is None:
             return
-        with self.llm._lock:
+        with self.llm.lock:
             self._peft.unload()
             _forget_peft(self.llm.model)
             self._peft = None

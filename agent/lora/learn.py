@@ -32,6 +32,7 @@ from agent.lora.adapters import (
 from agent.errors import BadInputError, ModelLoadError
 from agent.generation.greedy import end_tokens, greedy_batch, greedy_ids
 from agent.generation.llm import Message
+from agent.generation.model import require
 from agent.lora.probes import ANCHORS, PROBE_SET_VERSION, PROBES
 from agent.profile.profile import load_profile
 from agent.generation.prompt import display_name, system_text
@@ -293,9 +294,8 @@ def learn(plan_: LearnPlan, llm, config: LearnConfig, store: AdapterStore | None
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model = getattr(llm, "model", None)
-    if model is None or not hasattr(llm, "tokenizer"):
-        raise BadInputError(f"`kgrow learn` needs a transformers model (agent.generation.llm.CausalLM); got {llm.id!r}")
+    require(llm, "transformers", "`kgrow learn` (LoRA training)")
+    model = llm.model
     if has_lora(model):
         raise BadInputError("the model has a LoRA adapter attached; learn on the base model (detach it first)")
     _check_targets(model, config, llm.id)
