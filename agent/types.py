@@ -147,7 +147,7 @@ class Understood:
     preferences: Profile | None  # the user's stored preferences after it; None: it changes none
     preferences_ack: str  # the acknowledgement of those changes ("" for none)
     vector: Any  # (dim,) float32 embedding of ``text``, shared by recall and the stored episode; None if unused
-    seconds_state: float  # parsing and resolving
+    seconds_state: float  # parsing, resolving and embedding the message
     seconds_extraction: float  # preferences and facts
 
 

@@ -12,10 +12,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from agent.errors import BadInputError
 from agent.language import vocab
 from agent.answers.grounding import GroundingConfig, claims, unsupported
 from agent.answers.phrasing import abstention, second_person
+from agent.validation import check, within
 
 
 class Topic(str, enum.Enum):
@@ -42,11 +42,10 @@ class SupportConfig:
     # cut answers about the user's world at their first unsupported entity, number or date
     cut_unsupported: bool = True
     # fewest words a cut answer keeps; a shorter remainder is replaced by the best memory, rephrased
-    min_cut_words: int = 3
+    min_cut_words: int = within(3, 1, 20)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_cut_words <= 20:
-            raise BadInputError(f"min_cut_words={self.min_cut_words} must be in 1..20")
+        check(self)  # every within() field in its range
 
 
 @dataclass(frozen=True)

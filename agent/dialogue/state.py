@@ -14,6 +14,7 @@ from agent.errors import BadInputError
 from agent.language.intent import Intent, classify
 from agent.dialogue.mentions import KnownEntities, Mention, Resolve, find_mentions, same_name
 from agent.extraction.triple import ExtractionContext, Lookup, Triple
+from agent.validation import check, within
 from kb.facts import Fact, Status, normalize_name
 
 if TYPE_CHECKING:
@@ -31,16 +32,14 @@ FORMAT = 1
 class StateConfig:
     """Bounds of the dialogue state and of entity linking."""
 
-    max_recent: int = 20  # recent_entities kept; older entities are unlikely pronoun targets
-    max_turns: int = 500  # turns kept in the saved state; older ones live on as KB episodes
-    max_ngram: int = 3  # longest word n-gram offered to known_entities ("new york city")
-    max_candidates: int = 200  # n-grams offered per turn: bounds the KB lookup cost of pastes
-    max_chain: int = 4  # longest possessive chain followed ("my sister's husband's boss's ...")
+    max_recent: int = within(20, 1, 10000)  # recent_entities kept; older entities are unlikely pronoun targets
+    max_turns: int = within(500, 1, 100000)  # turns kept in the saved state; older ones live on as KB episodes
+    max_ngram: int = within(3, 1, 10)  # longest word n-gram offered to known_entities ("new york city")
+    max_candidates: int = within(200, 1, 100000)  # n-grams offered per turn: bounds the KB lookup cost of pastes
+    max_chain: int = within(4, 1, 20)  # longest possessive chain followed ("my sister's husband's boss's ...")
 
     def __post_init__(self) -> None:
-        for name in ("max_recent", "max_turns", "max_ngram", "max_candidates", "max_chain"):
-            if getattr(self, name) < 1:
-                raise BadInputError(f"StateConfig.{name}={getattr(self, name)} must be >= 1")
+        check(self)  # every within() field in its range
 
 
 @dataclass

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from agent.errors import BadInputError
 from agent.generation.llm import Message
 from agent.profile.profile import AnswerLength, Profile, Tone
+from agent.validation import check, within
 from kb.facts import Fact
 
 # Wording measured on SmolLM2-135M-Instruct: framing the facts as the user's own ("Facts about me
@@ -34,15 +34,12 @@ class PromptConfig:
     # accuracy with 0 and 4-6; the scripted demo answered wrongly with 2-8). The dialogue state already
     # resolves pronouns and references, so the model needs no history for them; raise this for a
     # stronger --model, and the KV cache then reuses the whole conversation prefix.
-    history_turns: int = 0
+    history_turns: int = within(0, 0, 64)
     # rough token budget for the facts block (1 token ~ 4 characters)
-    fact_token_budget: int = 320
+    fact_token_budget: int = within(320, 16, 8192)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.history_turns <= 64:
-            raise BadInputError(f"history_turns={self.history_turns} must be in 0..64")
-        if not 16 <= self.fact_token_budget <= 8192:
-            raise BadInputError(f"fact_token_budget={self.fact_token_budget} must be in 16..8192")
+        check(self)  # every within() field in its range
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from agent.errors import BadInputError
+from agent.validation import check, within
 from kb import Episode, Fact, Hit, KnowledgeBase, Kind, Role
 from kb.errors import KBError
 
@@ -55,57 +55,41 @@ class RecallConfig:
     """How recall ranks memories; defaults measured on the LongMemEval dev split (README)."""
 
     # memories returned by Agent.recall when the caller gives no k
-    k: int = 10
+    k: int = within(10, 1, 1000)
     # candidates drawn from hybrid search before re-ranking; more finds more but costs FAISS/SQL time
-    candidates: int = 100
+    candidates: int = within(100, 1, 1000)
     # facts compete with episodes in the joint search (else only the fact retriever's facts come in)
     search_facts: bool = True
     # share of the dense (MiniLM cosine) score in the convex fusion with BM25, both min-max normalised
     # over the candidates; the middle of a plateau (0.5..0.7) on the dev split, where it beat
     # reciprocal-rank fusion by 3 points of any@5 (README, memory ablation)
-    dense_share: float = 0.6
+    dense_share: float = within(0.6, 0.0, 1.0)
     # added to a fact the graph reached from the question's entities (in normalised score units)
-    graph_weight: float = 0.1
+    graph_weight: float = within(0.1, 0.0, 10.0)
     # extra weight of human turns (the user's and other people's) over the assistant's
-    human_boost: float = 0.5
+    human_boost: float = within(0.5, 0.0, 10.0)
     # share of a session's best other hit added to each of its turns (0 = off): evidence sessions
     # tend to match the question in several turns
-    session_weight: float = 0.0
+    session_weight: float = within(0.0, 0.0, 1.0)
     # neighbours added on each side of the top hits, and how many top hits are expanded
-    neighbours: int = 0
-    expand_top: int = 3
+    neighbours: int = within(0, 0, 1000)
+    expand_top: int = within(3, 0, 1000)
     # a neighbour's score as a share of the hit it came from
-    neighbour_weight: float = 0.5
+    neighbour_weight: float = within(0.5, 0.0, 1.0)
     # score factor of a fact reached only by the entity walk, not by search (see Recaller.recall)
-    walk_factor: float = 0.2
+    walk_factor: float = within(0.2, 0.0, 1.0)
     # score factor of an episode all of whose facts were superseded or retracted
-    superseded_factor: float = 0.1
+    superseded_factor: float = within(0.1, 0.0, 1.0)
     # a human turn scoring at least this share of the best memory is evidence a fused answer must be
     # found in, else the text path answers (agent.fusion.fuser.Fuser.stream): the adapter reads facts only
-    evidence_ratio: float = 0.8
+    evidence_ratio: float = within(0.8, 0.0, 1.0)
     # episodes put in the prompt next to the facts (a 135M model reads few well)
-    prompt_episodes: int = 3
+    prompt_episodes: int = within(3, 0, 1000)
     # characters of an episode shown in the prompt: the window of sentences that best matches the query
-    snippet_chars: int = 300
+    snippet_chars: int = within(300, 40, 100000)
 
     def __post_init__(self) -> None:
-        for name in ("k", "candidates", "neighbours", "expand_top", "prompt_episodes", "snippet_chars"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 1000 and name != "snippet_chars":
-                raise BadInputError(f"recall {name}={v!r} must be an integer in 0..1000")
-        if self.k < 1 or self.candidates < 1:
-            raise BadInputError(f"recall k={self.k} and candidates={self.candidates} must be >= 1")
-        if self.snippet_chars < 40:
-            raise BadInputError(f"recall snippet_chars={self.snippet_chars} must be >= 40")
-        for name in ("session_weight", "neighbour_weight", "superseded_factor", "walk_factor", "evidence_ratio",
-                     "dense_share"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
-                raise BadInputError(f"recall {name}={v!r} must be a number in [0, 1]")
-        for name in ("graph_weight", "human_boost"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not 0.0 <= v <= 10.0:
-                raise BadInputError(f"recall {name}={v!r} must be a number in [0, 10]")
+        check(self)  # every within() field in its range
 
 
 def fact_memory(f: Fact, score: float, why: str) -> Memory:

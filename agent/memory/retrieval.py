@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from typing import TYPE_CHECKING
 
-from agent.errors import BadInputError
+from agent.validation import check, within
 from kb import KnowledgeBase
 from kb.errors import KBError
 from kb.facts import Fact
@@ -21,42 +21,31 @@ class RetrievalConfig:
     """How many facts a turn may draw on and where they come from."""
 
     # facts offered to the model; a 135M model reads the first few best, so keep it small
-    k: int = 3
+    k: int = within(3, 1, 1000)
     # entities from the dialogue state whose facts are pulled in directly (graph hop 1)
-    max_entities: int = 4
+    max_entities: int = within(4, 0, 1000)
     # facts taken per state entity; hubs are capped so one busy entity cannot crowd out the rest
-    per_entity: int = 12
+    per_entity: int = within(12, 0, 1000)
     # neighbours of the focus entity also walked (graph hop 2), and facts taken from each
-    hop2_entities: int = 3
-    hop2_per_entity: int = 4
+    hop2_entities: int = within(3, 0, 1000)
+    hop2_per_entity: int = within(4, 0, 1000)
     # search hits below this cosine that no keyword or graph link supports are dropped as noise
-    min_vector_score: float = 0.25
+    min_vector_score: float = within(0.25, -1.0, 1.0)
     # added per cue linking a question's words to a fact's relation ("where ... born" -> born_in);
     # comparable to one first-place reciprocal-rank vote (1/61)
-    relation_bonus: float = 0.015
+    relation_bonus: float = within(0.015, 0.0, 1.0)
     # how much a fact's confidence scales its score: score * (1 - w + w * confidence). Feedback moves
     # confidences, so a fact used in rejected answers sinks below one that was confirmed; 0 ignores it.
     # 0.5 (scenario eval, fake models): 1.0 let the extractor's 0.8 for pronoun-resolved facts sink
     # them under unrelated 0.9 facts (pronoun answers 6/10 -> 3/10); 0.5 and 0.3 changed nothing
-    confidence_weight: float = 0.5
+    confidence_weight: float = within(0.5, 0.0, 1.0)
     # a user's own fact in a single-valued slot hides a shared fact in the same slot (same subject and
     # relation): a user's correction of shared knowledge cannot supersede it for everyone, but holds
     # for them; the 135M model otherwise often answers from the shared fact it is also shown
     own_over_shared: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("k", "max_entities", "per_entity", "hop2_entities", "hop2_per_entity"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0 or v > 1000:
-                raise BadInputError(f"retrieval {name}={v!r} must be an integer in 0..1000")
-        if self.k < 1:
-            raise BadInputError(f"retrieval k={self.k} must be >= 1")
-        if not 0.0 <= self.relation_bonus <= 1.0:
-            raise BadInputError(f"relation_bonus={self.relation_bonus} must be in [0, 1]")
-        if not 0.0 <= self.confidence_weight <= 1.0:
-            raise BadInputError(f"confidence_weight={self.confidence_weight} must be in [0, 1]")
-        if not -1.0 <= self.min_vector_score <= 1.0:
-            raise BadInputError(f"min_vector_score={self.min_vector_score} must be in [-1, 1]")
+        check(self)  # every within() field in its range
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agent.errors import AgentError, BadInputError
+from agent.validation import check, within
 from agent.language.intent import Intent
 from agent.types import (BAD, GOOD, RATING_MAX, RATING_MIN, Candidate, FeedbackRound, FeedbackSignal, Rating,  # noqa: F401
                          Reply, Timings)  # the records live in agent/types.py; re-exported here
@@ -58,9 +59,9 @@ class FeedbackConfig:
     """How feedback moves confidences and how a rejected answer is regenerated and re-ranked."""
 
     # λ: weight of the cosine between a candidate and what the feedback asks for (correction/note)
-    target_weight: float = 1.0
+    target_weight: float = within(1.0, 0.0, 10.0)
     # μ: weight of the cosine between a candidate and the answers already rejected: moves away from them
-    rejected_weight: float = 1.0
+    rejected_weight: float = within(1.0, 0.0, 10.0)
     # with a correction, compare candidates with only the part of each rejected answer that the
     # correction does not share (its component orthogonal to the target vector): otherwise the
     # right "Sam lives in Berlin." is penalised for the "Sam lives in" it shares with the rejected
@@ -68,47 +69,30 @@ class FeedbackConfig:
     # False uses the plain cosine (feedback eval: first answers 24/24 right either way, 2 of 24 differ)
     rejected_beyond_target: bool = True
     # candidates per round: the greedy answer plus sampled ones (duplicates are dropped)
-    candidates: int = 4
+    candidates: int = within(4, 1, 32)
     # sampling temperature of the sampled candidates (the greedy one has none)
-    temperature: float = 0.8
+    temperature: float = within(0.8, 0.05, 5.0)
     # nucleus cut of the sampled candidates: drops the long tail a 135M model wanders into
-    top_p: float = 0.95
+    top_p: float = within(0.95, 0.01, 1.0)
     # regenerations per question; a bad rating after the last one is recorded but asks for no new answer
-    max_rounds: int = 3
+    max_rounds: int = within(3, 1, 20)
     # confidence change of each fact a reply used, for a rating of 1 (down) or 5 (up); 2 and 4 move
     # half as far. Down is larger: one rejection is stronger evidence than one approval
-    step_down: float = 0.25
-    step_up: float = 0.1
+    step_down: float = within(0.25, 0.0, 1.0)
+    step_up: float = within(0.1, 0.0, 1.0)
     # feedback never moves a confidence outside these bounds (a fact is not erased by ratings alone)
-    min_confidence: float = 0.05
-    max_confidence: float = 1.0
+    min_confidence: float = within(0.05, 0.0, 1.0)
+    max_confidence: float = within(1.0, 0.0, 1.0)
     # first sampling seed; round r samples with seed + r, so retries differ and runs repeat
-    seed: int = 0
+    seed: int = within(0, 0, 2147483647)
     # token cap of each candidate when the user's length preference sets none: answers are a sentence or two
-    max_new_tokens: int = 64
+    max_new_tokens: int = within(64, 1, 1024)
 
     def __post_init__(self) -> None:
-        for name in ("target_weight", "rejected_weight"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 10.0:
-                raise BadInputError(f"feedback {name}={v!r} must be in [0, 10]")
-        if not 1 <= self.candidates <= 32:
-            raise BadInputError(f"feedback candidates={self.candidates!r} must be in 1..32")
-        if not 0.05 <= self.temperature <= 5.0:
-            raise BadInputError(f"feedback temperature={self.temperature!r} must be in [0.05, 5]")
-        if not 0.0 < self.top_p <= 1.0:
-            raise BadInputError(f"feedback top_p={self.top_p!r} must be in (0, 1]")
-        if not 1 <= self.max_rounds <= 20:
-            raise BadInputError(f"feedback max_rounds={self.max_rounds!r} must be in 1..20")
-        for name in ("step_down", "step_up"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise BadInputError(f"feedback {name}={v!r} must be in [0, 1]")
-        if not 0.0 <= self.min_confidence < self.max_confidence <= 1.0:
-            raise BadInputError(f"feedback confidence bounds [{self.min_confidence}, {self.max_confidence}] must "
-                                "satisfy 0 <= min_confidence < max_confidence <= 1")
-        if not 1 <= self.max_new_tokens <= 1024:
-            raise BadInputError(f"feedback max_new_tokens={self.max_new_tokens!r} must be in 1..1024")
+        check(self)  # every within() field in its range; then what relates two fields
+        if not self.min_confidence < self.max_confidence:
+            raise BadInputError(f"FeedbackConfig confidence bounds [{self.min_confidence}, {self.max_confidence}] are "
+                                "invalid; give 0 <= min_confidence < max_confidence <= 1")
 
 
 @dataclass(frozen=True)

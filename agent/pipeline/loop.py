@@ -24,6 +24,7 @@ from agent.pipeline.stages import Parts, TurnPipeline
 from agent.pipeline.streaming import TurnGate
 from agent.pipeline.turn import take_turn
 from agent.profile.profile import Profile, ProfileConfig, ProfileStore
+from agent.validation import check, within
 from agent.types import Reply, Timings  # noqa: F401 - re-exported: callers import them from here
 from kb import KBConfig, KnowledgeBase
 from kb.errors import KBError
@@ -51,7 +52,7 @@ class AgentConfig:
     store_episodes: bool = True
     # stop generating after this many sentences: answers are meant to be short, and small models
     # drift once they have answered (0 = no limit); a user's "short"/"detailed" preference overrides it
-    max_sentences: int = 2
+    max_sentences: int = within(2, 0, 100)
     # generation limits for the answer-length preferences
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     # how ratings and corrections move confidences, and how a rejected answer is regenerated
@@ -63,8 +64,7 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extractor", ExtractorKind.parse(self.extractor))
-        if not 0 <= self.max_sentences <= 100:
-            raise BadInputError(f"max_sentences={self.max_sentences} must be in 0..100")
+        check(self)  # every within() field in its range
 
 
 class Agent:

@@ -85,11 +85,12 @@ class TurnPipeline:
         t1 = time.perf_counter()
         prefs, after, ack = self._preferences(session, text, turn)
         triples = self._extract(prefs.rest if prefs.changes else text, turn, ctx, doc)
+        t2 = time.perf_counter()
         only_preferences = bool(prefs.changes) and not triples  # a preference is no world fact: no episode
         stored_or_recalled = turn.intent not in (Intent.COMMAND, Intent.FEEDBACK) and not only_preferences
         vector = p.kb.embedder.embed_query(text) if stored_or_recalled else None  # one embedding per turn
         return Understood(text, now, turn, doc, state, tuple(triples), after, ack, vector,
-                          seconds_state=t1 - t0, seconds_extraction=time.perf_counter() - t1)
+                          seconds_state=(t1 - t0) + (time.perf_counter() - t2), seconds_extraction=t2 - t1)
 
     def _preferences(self, session: Session, text: str, turn: Turn) -> tuple[PreferenceMatch, Profile | None, str]:
         if turn.intent is Intent.COMMAND:

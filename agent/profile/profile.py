@@ -25,6 +25,7 @@ from agent.errors import BadInputError, StateError
 from agent.formats import PROFILE
 from agent.language.intent import looks_like_instruction
 from agent.language.vocab import PROFILE_SLOTS
+from agent.validation import check, within
 from kb.facts import Status
 from kb.files import write_atomic
 
@@ -212,18 +213,13 @@ class Profile:
 class ProfileConfig:
     """How the answer-length preference maps onto generation limits (NORMAL keeps the agent's own)."""
 
-    short_sentences: int = 1  # "keep answers short": stop after the first sentence
-    short_tokens: int = 40  # and cap decoding early: a short answer is a few words
-    detailed_sentences: int = 6  # "give me detailed answers": room for an explanation
-    detailed_tokens: int = 320  # above the LLM's default cap (96), which would cut it mid-sentence
+    short_sentences: int = within(1, 1, 100)  # "keep answers short": stop after the first sentence
+    short_tokens: int = within(40, 1, 4096)  # and cap decoding early: a short answer is a few words
+    detailed_sentences: int = within(6, 1, 100)  # "give me detailed answers": room for an explanation
+    detailed_tokens: int = within(320, 1, 4096)  # above the LLM's default cap (96), which would cut it mid-sentence
 
     def __post_init__(self) -> None:
-        for name in ("short_sentences", "detailed_sentences"):
-            if not 1 <= getattr(self, name) <= 100:
-                raise BadInputError(f"ProfileConfig.{name}={getattr(self, name)} must be in 1..100")
-        for name in ("short_tokens", "detailed_tokens"):
-            if not 1 <= getattr(self, name) <= 4096:
-                raise BadInputError(f"ProfileConfig.{name}={getattr(self, name)} must be in 1..4096")
+        check(self)  # every within() field in its range
 
 
 @dataclass(frozen=True)
