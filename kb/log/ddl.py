@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 #: the newest schema this code reads and writes; kb.migrations upgrades older databases to it
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,6 +64,9 @@ CREATE TABLE IF NOT EXISTS history(
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS history_fact ON history(fact_id);
+-- covering indexes of the scope filter's columns by row id (kb.log.queries names them: INDEXED BY)
+CREATE INDEX IF NOT EXISTS episodes_scope ON episodes(vid, status, user, time);
+CREATE INDEX IF NOT EXISTS facts_scope ON facts(vid, status, user, valid_from, valid_to);
 CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(text, content='', tokenize='porter unicode61');
 CREATE VIRTUAL TABLE IF NOT EXISTS episodes_fts USING fts5(text, content='', tokenize='porter unicode61');
 """
@@ -72,3 +75,4 @@ CREATE VIRTUAL TABLE IF NOT EXISTS episodes_fts USING fts5(text, content='', tok
 INDEXES = """
 CREATE INDEX IF NOT EXISTS episodes_session ON episodes(user, session, position);
 """
+

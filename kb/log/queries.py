@@ -11,6 +11,9 @@ from kb.log import vids
 from kb.log.scope import Scope
 
 _FTS = {Kind.FACT: ("facts", "facts_fts"), Kind.EPISODE: ("episodes", "episodes_fts")}
+#: the covering index of each table's scope columns (schema 4): a visibility check reads it alone,
+#: never the wide rows (texts and vectors spill onto overflow pages)
+_SCOPE_INDEX = {Kind.FACT: "facts_scope", Kind.EPISODE: "episodes_scope"}
 
 
 def _sql(scope: Scope, kind: Kind, alias: str = "", lookup: bool = True) -> tuple[str, list]:
@@ -24,15 +27,16 @@ class QueriesMixin:
 
     def visible(self, vector_ids: Sequence[int], scope: Scope, kinds: Sequence[Kind]) -> set[int]:
         """The vector ids among ``vector_ids`` whose rows ``scope`` may see."""
-        fr, er = vids.partition(vector_ids)
+        ids = np.asarray(vector_ids, dtype=np.int64)
         out: set[int] = set()
-        for kind, rows in ((Kind.FACT, fr), (Kind.EPISODE, er)):
-            if rows and kind in kinds:
+        for kind in kinds:
+            rows = vids.rows_of(ids, kind)
+            if rows:
                 w, p = _sql(scope, kind)
                 q = ",".join("?" * len(rows))
-                table = _FTS[kind][0]
-                out.update(vids.encode(kind, r) for (r,) in
-                           self.db.execute(f"SELECT vid FROM {table} WHERE vid IN ({q}) AND {w}", rows + p))
+                seen = self.db.execute(f"SELECT vid FROM {_FTS[kind][0]} INDEXED BY {_SCOPE_INDEX[kind]} "
+                                       f"WHERE vid IN ({q}) AND {w}", rows + p).fetchall()
+                out.update(vids.encode_many(kind, [r for (r,) in seen]).tolist())
         return out
 
     def scan_vectors(self, kind: Kind, scope: Scope, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -55,7 +59,8 @@ class QueriesMixin:
         table, fts = _FTS[kind]
         w, p = _sql(scope, kind, "t")
         rows = self.db.execute(
-            f"SELECT t.vid, bm25({fts}) AS s FROM {fts} JOIN {table} t ON t.vid = {fts}.rowid "
+            f"SELECT t.vid, bm25({fts}) AS s FROM {fts} JOIN {table} t INDEXED BY {_SCOPE_INDEX[kind]} "
+            f"ON t.vid = {fts}.rowid "
             f"WHERE {fts} MATCH ? AND {w} ORDER BY s LIMIT ?", [match, *p, k],
         ).fetchall()
         return [(s, vids.encode(kind, r)) for r, s in rows]

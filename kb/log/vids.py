@@ -37,6 +37,17 @@ def encode_many(kind: Kind, rowids) -> np.ndarray:
     return np.asarray(rowids, dtype=np.int64) * 2 + _TAG[kind]
 
 
+def of_kind(vector_ids: np.ndarray, kind: Kind) -> np.ndarray:
+    """(n,) bool mask of the ids among the int64 array ``vector_ids`` that are rows of ``kind``."""
+    return (np.asarray(vector_ids, dtype=np.int64) & 1) == _TAG[kind]
+
+
+def rows_of(vector_ids: np.ndarray, kind: Kind) -> list[int]:
+    """The row ids of ``kind`` among the int64 array ``vector_ids``, in the given order."""
+    ids = np.asarray(vector_ids, dtype=np.int64)
+    return (ids[of_kind(ids, kind)] >> 1).tolist()
+
+
 def partition(vids) -> tuple[list[int], list[int]]:
     """(fact row ids, episode row ids) of a sequence of vector ids, each in the given order."""
     fr: list[int] = []
