@@ -297,6 +297,7 @@ def test_why_shows_recalled_turns_with_their_source(chat):
     out = chat("I adopted a rescue greyhound last week, his name is Biscuit.", "/reset",
                "What is the name of the greyhound I adopted?", "/why")
     why = "\n".join(out)
-    assert "earlier turns recalled" in why
-    line = next(line for line in why.splitlines() if "Biscuit" in line and "/turn/0" in line)
+    assert "earlier turns recalled" in why, why
+    recalled = why.split("earlier turns recalled", 1)[1]  # the facts learned from the turn come before
+    line = next(line for line in recalled.splitlines() if "Biscuit" in line and "/turn/0" in line)
     assert re.match(r"\d+\.\d{3}  sam at ", line.strip()), line  # score, speaker, time, source

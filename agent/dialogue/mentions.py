@@ -201,8 +201,8 @@ class _Finder:
                 return m.entity
         if self.focus and self._fits(self.focus, self._label_of(self.focus), pronoun):
             return self.focus
-        for m in self.history:
-            if m.label != "SELF" and m.entity != self.user and self._fits(m.entity, m.label, pronoun):
+        for m in self.history:  # UNNAMED: a pet or person without a name, only named later (agent.state)
+            if m.label not in ("SELF", "UNNAMED") and m.entity != self.user and self._fits(m.entity, m.label, pronoun):
                 return m.entity
         return None
 

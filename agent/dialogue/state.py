@@ -37,6 +37,8 @@ class StateConfig:
     max_ngram: int = within(3, 1, 10)  # longest word n-gram offered to known_entities ("new york city")
     max_candidates: int = within(200, 1, 100000)  # n-grams offered per turn: bounds the KB lookup cost of pastes
     max_chain: int = within(4, 1, 20)  # longest possessive chain followed ("my sister's husband's boss's ...")
+    # turns back that a pet or person introduced without a name stays nameable ("His name is Biscuit")
+    unnamed_turns: int = within(3, 1, 50)
 
     def __post_init__(self) -> None:
         check(self)  # every within() field in its range
@@ -88,7 +90,7 @@ class DialogueState:
         """Entities of the current turn (resolved, in text order), then the focus, then recent ones."""
         out: list[str] = []
         if self.turns:
-            out += [m.entity for m in self.turns[-1].mentions]
+            out += [m.entity for m in self.turns[-1].mentions if m.label != UNNAMED]
         if self.focus:
             out.append(self.focus)
         out += self.recent_entities
@@ -221,7 +223,10 @@ class StateTracker:
     def context_for(self, state: DialogueState, turn: Turn) -> ExtractionContext:
         """The extraction context of ``turn``: its speaker, its references, the KB lookup."""
         refs = {" ".join(k.lower().split()): v for k, v in turn.references.items()}
-        return ExtractionContext(turn.user, refs, self.lookup)
+        earlier = [t for t in state.turns if t.index < turn.index][-self.config.unnamed_turns:]
+        unnamed = tuple(dict.fromkeys(_owner_noun(m.entity) for t in reversed(earlier)
+                                      for m in reversed(t.mentions) if m.label == UNNAMED))
+        return ExtractionContext(turn.user, refs, self.lookup, unnamed=unnamed)
 
     def apply_learned(self, state: DialogueState, items: Iterable[Triple | Fact]) -> None:
         """Update profile slots from facts about the user: set on new ones, clear on retractions.
@@ -241,6 +246,8 @@ class StateTracker:
                     at = max(0, last.text.lower().find(item.object.lower()))  # "a sister called Ana": the NER
                     last.mentions.append(Mention(item.object, normalize_name(item.object), "PERSON",  # missed her
                                                  at, at + len(item.object)))
+        if last is not None:
+            _note_unnamed(state, last, items)
         for item in items:
             if normalize_name(item.subject) != me:
                 continue
@@ -252,6 +259,45 @@ class StateTracker:
                 state.profile[slot] = item.object
             elif normalize_name(state.profile.get(slot, "")) == normalize_name(item.object):
                 del state.profile[slot]
+
+
+#: the mention label of a pet or person a turn introduced without a name; its entity is "owner's noun"
+UNNAMED = "UNNAMED"
+
+
+def _owner_noun(entity: str) -> tuple[str, str]:
+    owner, _, noun = entity.rpartition("'s ")
+    return owner, noun
+
+
+def _note_unnamed(state: DialogueState, turn: Turn, items: list[Triple | Fact]) -> None:
+    """Keep on ``turn`` the pets and people ``items`` introduce without a name ("I adopted a greyhound",
+    "My mother lives in Bath": the placeholder "sam's mother"), so that "His name is Biscuit" or "Her
+    name is Ruth" in a later turn names them; forget the ones ``items`` name."""
+    holding = [i for i in items if not (i.negated if isinstance(i, Triple) else i.status is not Status.ACTIVE)]
+    named = {(normalize_name(i.subject), "pet") for i in holding if i.relation == "pet_name"}
+    named |= {(normalize_name(i.subject), i.relation) for i in holding if i.relation in vocab.PERSON_VALUED}
+    fresh: list[tuple[str, str]] = []
+    for i in holding:
+        subject = normalize_name(i.subject)
+        if i.relation == "has_pet" and (subject, "pet") not in named:
+            fresh.append((subject, normalize_name(i.object)))
+        owner, noun = _owner_noun(subject)
+        if owner and vocab.PERSON_RELATIONS.get(noun) and (owner, vocab.PERSON_RELATIONS[noun]) not in named:
+            fresh.append((owner, noun))  # a placeholder subject: "sam's mother"
+    for t in state.turns:
+        t.mentions = [m for m in t.mentions if m.label != UNNAMED or not _is_named(_owner_noun(m.entity), named)]
+    kept = {m.entity for m in turn.mentions if m.label == UNNAMED}
+    for owner, noun in dict.fromkeys(fresh):
+        if f"{owner}'s {noun}" in kept:  # the write-back reports a turn's facts again
+            continue
+        at = max(0, turn.text.lower().find(noun))
+        turn.mentions.append(Mention(noun, f"{owner}'s {noun}", UNNAMED, at, at + len(noun)))
+
+
+def _is_named(owner_noun: tuple[str, str], named: set[tuple[str, str]]) -> bool:
+    owner, noun = owner_noun
+    return (owner, "pet") in named if noun in vocab.PET_NOUNS else (owner, vocab.PERSON_RELATIONS.get(noun)) in named
 
 
 def _focus(doc: Doc, mentions: list[Mention]) -> str | None:

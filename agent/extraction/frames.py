@@ -56,6 +56,39 @@ def name_of(run: Run, owner: Ref, noun: str, name: str, negated: bool) -> None:
         run.emit(owner, vocab.PERSON_RELATIONS[noun], name, negated)
 
 
+def name_pronoun(run: Run, pronoun: Token, name: str, negated: bool) -> bool:
+    """ "his name is Biscuit", "she's called Miso": name the latest pet or person introduced without a
+    name, in this turn ("I adopted a greyhound, ...") or the turns before; True when one fitted.
+
+    Only naming uses these referents: a named entity needs no name, so an unnamed one is the likely
+    antecedent, while "he loves it" keeps the dialogue state's resolution.
+    """
+    low = pronoun.lower_
+    if low in vocab.FIRST_PERSON or low in vocab.NOT_STORED_PERSONS:
+        return False
+    here = [(ref, noun) for ref, noun in reversed(run.introduced)]
+    earlier = [(_ref(owner, run.cfg.resolved_confidence), noun) for owner, noun in run.ctx.unnamed]
+    for owner, noun in here + earlier:
+        if _fits(noun, low):
+            name_of(run, owner, noun, name, negated)
+            run.introduced = [(r, n) for r, n in run.introduced if (r, n) != (owner, noun)]
+            return True
+    return False
+
+
+def _fits(noun: str, pronoun: str) -> bool:
+    """Whether ``pronoun`` can refer to an unnamed ``noun``: pets are he, she or it; people by their word."""
+    if noun in vocab.PET_NOUNS:
+        return True
+    if pronoun in vocab.THING_PRONOUNS:
+        return False
+    if pronoun in vocab.FEMALE_WORDS:
+        return noun not in vocab.MALE_WORDS
+    if pronoun in vocab.MALE_WORDS:
+        return noun not in vocab.FEMALE_WORDS
+    return True
+
+
 def have(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
     """ "I have a dog named Rex / a sister (named Mary, who lives in Rome) / a car"."""
     negated = neg or retract
@@ -76,9 +109,13 @@ def have(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
                 run.emit(ref, "has_pet", noun, negated)
                 for name in names:
                     name_of(run, ref, noun, name, negated)
+                if not names and not negated and run.mod.current:
+                    run.introduced.append((ref, noun))  # "his name is Biscuit" may follow
             elif noun in vocab.PERSON_RELATIONS:
                 for name in names:
                     name_of(run, ref, noun, name, negated)
+                if not names and not negated and run.mod.current:
+                    run.introduced.append((ref, noun))  # "I have a sister, her name is Ana"
                 rel = vocab.PERSON_RELATIONS[noun]
                 if not negated:
                     found = names[0] if names else run.ctx.safe_lookup(ref.name, rel)
@@ -146,7 +183,8 @@ def verb(run: Run, head: Token, ref: Ref, neg: bool, retract: bool) -> None:
                 continue
             rel, negated = vocab.polarity(frames["xcomp"], neg, retract)
             for activity in phrase.conjuncts(child):  # "hiking and swimming": one fact each
-                run.emit(ref, rel, phrase.clause_text(activity), negated)
+                to = "to " if rel in relations.INFINITIVE_VALUES and activity.tag_ == "VB" else ""
+                run.emit(ref, rel, to + phrase.clause_text(activity), negated)
         elif child.dep_ == "xcomp" and not neg and not phrase.children(child, "nsubj", "nsubjpass"):
             run._clause(child, [ref], retract)  # "start working at Meta": the complement holds the fact
     if "dobj" not in frames:

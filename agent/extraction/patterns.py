@@ -125,6 +125,8 @@ class Run:
         self.now = context.now if context.now is not None else time.time()  # "next month" is read against it
         self.mod = Modality.ASSERTED  # the current clause's modality: only stored ones emit
         self.when: When | None = None  # the current clause's resolved time
+        # pets and people this turn introduced without a name, as (owner, noun): "his name is X" names them
+        self.introduced: list[tuple[Ref, str]] = []
 
     # ------------------------------------------------------------------ walking the parse
 
@@ -179,7 +181,8 @@ class Run:
                                        for c in head.children)
         # "I don't live in Paris anymore, I live in Rome": a fact verb joining two clauses (not
         # "say", "wish", "pretend", "if"... which report or imagine rather than state)
-        return has_subject and (lemma in vocab.VERB_RELATIONS or lemma in ("be", "have"))
+        return has_subject and (lemma in vocab.VERB_RELATIONS or lemma in ("be", "have")
+                                or lemma in relations.NAMING_VERBS)
 
     def _clause(self, head: Token, inherited: list[Ref] | None, retract: bool) -> list[Ref] | None:
         """Extract from one clause in its modality; return its subjects for coordinated clauses."""
@@ -197,6 +200,10 @@ class Run:
         lemma = head.lemma_.lower()
         subj_toks = [s for c in phrase.children(head, "nsubj", "nsubjpass") for s in phrase.conjuncts(c)
                      if inherited is None or c.lower_ not in vocab.RELATIVE_PRONOUNS]
+        names = phrase.children(head, "oprd") if lemma in relations.NAMING_VERBS else []
+        if len(subj_toks) == 1 and subj_toks[0].pos_ == "PRON" and names and frames.name_pronoun(
+                self, subj_toks[0], phrase.value_text(names[0]), any(c.dep_ == "neg" for c in head.children)):
+            return []  # "We got a kitten, she's called Miso"
         if not subj_toks:
             if inherited is None and frames.dropped_i(head):
                 refs = [self.np_self()]  # "Just moved to Seattle!", "Currently employed at Tesco"
@@ -236,8 +243,8 @@ class Run:
                 frames.named(self, head, subj_toks, neg, retract)
             elif lemma in ("get", "become") and phrase.children(head, "acomp", "attr"):
                 copula.predicate(self, head, ref, neg, retract)  # "got married to", "became a nurse"
-            elif lemma == "have" or (lemma == "get" and phrase.children(head, "dobj")):
-                frames.have(self, head, ref, neg, retract)  # "I've got a cat", "I got a puppy"
+            elif lemma in relations.HAVING_VERBS and (lemma == "have" or phrase.children(head, "dobj")):
+                frames.have(self, head, ref, neg, retract)  # "I've got a cat", "I adopted a greyhound"
                 frames.objects(self, head, ref, neg, retract)
             elif lemma in ("use", "stop", "quit") and phrase.children(head, "xcomp"):
                 for x in phrase.children(head, "xcomp"):  # "used to live", "stopped working"

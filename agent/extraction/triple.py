@@ -80,6 +80,9 @@ class ExtractionContext:
     lookup: Lookup = no_lookup
     # when the utterance was said (unix seconds): "next month" is resolved against it; None = now
     now: float | None = None
+    # referents earlier turns introduced without a name, most recent first, as (owner, noun):
+    # ("sam", "greyhound") after "I adopted a greyhound", so "His name is Biscuit" names the dog
+    unnamed: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.now is not None and (not isinstance(self.now, (int, float)) or math.isnan(self.now)):
@@ -90,6 +93,12 @@ class ExtractionContext:
             isinstance(k, str) and isinstance(v, str) for k, v in self.references.items()
         ):
             raise BadInputError("ExtractionContext.references must map strings to strings")
+        if not isinstance(self.unnamed, tuple) or not all(
+            isinstance(u, tuple) and len(u) == 2 and all(isinstance(x, str) and x.strip() for x in u)
+            for u in self.unnamed
+        ):
+            raise BadInputError(f"ExtractionContext.unnamed must be a tuple of (owner, noun) string pairs, "
+                                f"got {self.unnamed!r}")
         if not callable(self.lookup):
             raise BadInputError(f"ExtractionContext.lookup must be callable, got {self.lookup!r}")
 

@@ -113,10 +113,11 @@ def subtree_text(tok: Token, drop_leading: tuple[str, ...] = ()) -> str:
 
 
 def clause_text(tok: Token) -> str:
-    """A verb phrase without its coordinated parts or a leading "to": "hiking", "to swim" -> "swim"."""
+    """A verb phrase without its coordinated parts, its times or a leading "to": "hiking", "to swim" ->
+    "swim", "play the cello since January" -> "play the cello"."""
     skip: set[int] = set()
     for child in tok.children:
-        if child.dep_ in ("conj", "cc") or (child.dep_ == "punct" and child.i > tok.i):
+        if child.dep_ in ("conj", "cc") or (child.dep_ == "punct" and child.i > tok.i) or _is_time(child):
             skip.update(t.i for t in child.subtree)
     words = [t for t in tok.subtree if t.i not in skip]
     while words and words[0].lower_ == "to" and words[0].i != tok.i:
@@ -164,3 +165,12 @@ def retracts(head: Token) -> bool:
         if low in ("longer", "more") and c.i > 0 and c.doc[c.i - 1].lower_ in ("no", "any"):
             return True
     return False
+
+
+def _is_time(tok: Token) -> bool:
+    """A time attached to a verb: "since January", "last week", "yesterday", "for three years"."""
+    if tok.dep_ == "prep":
+        return any(entity_span(o) is not None and entity_span(o).label_ in ("DATE", "TIME")
+                   for o in children(tok, "pobj"))
+    return tok.dep_ in ("npadvmod", "advmod") and (
+        tok.ent_type_ in ("DATE", "TIME") or tok.lower_ in ("yesterday", "today", "tomorrow", "tonight"))

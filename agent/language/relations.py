@@ -31,7 +31,7 @@ FRAMES: tuple[tuple[str, str, str], ...] = (
     ("despise", "xcomp", "dislikes"),
     ("speak", "dobj", "speaks"), ("own", "dobj", "owns"), ("play", "dobj", "plays"),
     ("marry", "dobj", "married_to"), ("marry", "to", "married_to"), ("engage", "to", "engaged_to"), ("date", "dobj", "partner"), ("come", "from", "comes_from"),
-    ("hail", "from", "comes_from"), ("teach", "dobj", "teaches"), ("learn", "dobj", "learning"),
+    ("hail", "from", "comes_from"), ("teach", "dobj", "teaches"), ("learn", "dobj", "learning"), ("learn", "xcomp", "learning"),
     ("drive", "dobj", "drives"), ("turn", "dobj", "age"), ("grow", "in", "grew_up_in"), ("raise", "in", "grew_up_in"),
     ("bear", "on", "born_on"), ("bear", "in", "born_in"), ("teach", "at", "works_at"), ("lecture", "at", "works_at"),
     ("live", "outside", "lives_near"), ("live", "by", "lives_near"),
@@ -66,6 +66,12 @@ JOB_ENDING_VERBS = frozenset({"quit", "leave", "lose"})
 #: (verb, object noun) whose "in"/"at" phrase is a relation's value: "made my home in Vancouver"
 NOUN_FRAMES: dict[tuple[str, str], str] = {("make", "home"): "lives_in", ("build", "home"): "lives_in",
                                            ("set", "home"): "lives_in"}
+#: verbs whose object the subject comes to have: "I adopted a greyhound" is having a pet, like "I got a puppy"
+HAVING_VERBS = frozenset({"have", "get", "adopt", "rescue", "buy"})
+#: verbs that give a name: "she's called Miso", "he is named Rex" (a naming clause states a fact)
+NAMING_VERBS = frozenset({"call", "name"})
+#: relations whose verb-phrase value keeps its "to": "learning to play the cello", not "learning play the cello"
+INFINITIVE_VALUES = frozenset({"learning"})
 #: verbs that end a relation with their object ("I left Microsoft")
 ENDING_FRAMES: dict[tuple[str, str], str] = {("leave", "dobj"): "works_at"}
 #: a canonical relation said as a plan -> the plan relation stored (never superseding the fact)

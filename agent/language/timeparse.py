@@ -77,7 +77,8 @@ def _resolve(text: str, now: float, prefer: str) -> When | None:
     if text in _VAGUE:
         return None
     base = datetime.fromtimestamp(now, tz=timezone.utc).replace(tzinfo=None)
-    parser = _parser("future" if prefer == "future" else "past", base)
+    # "since January" starts in the past whatever the clause's tense ("I've been learning ... since January")
+    parser = _parser("future" if prefer == "future" and not since else "past", base)
     try:
         data = parser.get_date_data(text)
     except Exception:  # noqa: BLE001 - dateparser raises assorted errors on odd input: no time then

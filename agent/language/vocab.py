@@ -43,7 +43,14 @@ PERSON_RELATIONS: dict[str, str] = {
 PET_NOUNS = frozenset({"dog", "cat", "puppy", "kitten", "hamster", "parrot", "rabbit", "bunny",
                        "fish", "goldfish", "turtle", "tortoise", "horse", "pony", "bird", "snake",
                        "lizard", "ferret", "budgie", "mouse", "rat", "gecko", "pig", "chinchilla",
-                       "hedgehog", "canary", "iguana", "guinea"})
+                       "hedgehog", "canary", "iguana", "guinea", "pup", "kitty", "cockatiel", "parakeet",
+                       "tortoise", "axolotl"}) | frozenset(
+    # breeds are pets of their kind: "a rescue greyhound", "our new labrador" (ambiguous words such
+    # as "boxer", "pointer" or "persian" are left out: "I'm a boxer" is a job)
+    {"greyhound", "whippet", "lurcher", "labrador", "lab", "retriever", "terrier", "spaniel", "poodle",
+     "beagle", "collie", "sheepdog", "husky", "corgi", "dachshund", "pug", "bulldog", "rottweiler",
+     "dalmatian", "doberman", "pomeranian", "chihuahua", "schnauzer", "labradoodle", "cockapoo", "cavapoo",
+     "goldendoodle", "staffie", "mutt", "mongrel", "tabby", "moggy", "ragdoll"})
 #: things one "has" that mean ownership ("I have a car" -> owns car)
 POSSESSION_NOUNS = frozenset({"car", "bike", "bicycle", "motorbike", "motorcycle", "scooter",
                               "house", "apartment", "flat", "condo", "boat", "laptop", "truck",
@@ -88,8 +95,9 @@ NOUN_RELATIONS: dict[str, str] = {
     "language": "language", "colour": "color", "favourite": "favorite", "neighbour": "neighbor",
     "pet": "has_pet", "home": "lives_in", "house": "lives_in", "flat": "lives_in", "apartment": "lives_in",
 }
-#: relations a home noun names for whoever says "our ..." or "... for me": the speaker lives there too
-SPEAKER_FOR_RELATIONS = frozenset({"lives_in"})
+#: relations "we"/"our" hold for the speaker too: a shared home ("our flat", "home is X for me") and the
+#: household's pets ("we got a kitten")
+SPEAKER_FOR_RELATIONS = frozenset({"lives_in", "has_pet", "pet_name"})
 #: "our flat": a possessor that includes the speaker
 FIRST_PERSON_PLURAL = frozenset({"our", "we", "us"})
 #: multi-word nouns: "first name" -> name, "email address" -> email

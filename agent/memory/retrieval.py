@@ -170,7 +170,8 @@ class Retriever:
         my sister live?" the question is about the sister, not about the user who owns her."""
         ents = state.entities()
         me = self.kb.resolve(user)
-        named = {self.kb.resolve(e) for e in turn.references.values()} | {self.kb.resolve(m.entity) for m in turn.mentions}
+        named = {self.kb.resolve(e) for e in turn.references.values()} | {
+            self.kb.resolve(m.entity) for m in turn.mentions if m.label != "UNNAMED"}
         if named - {me}:
             ents = sorted(ents, key=lambda e: self.kb.resolve(e) == me)  # stable: others keep their order
         return ents
