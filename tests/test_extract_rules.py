@@ -95,7 +95,7 @@ def test_adopting_a_pet_keeps_its_time_and_a_negated_one_is_not_had(extractor):
     (["My brother Tom lives in Leeds.", "I adopted a puppy.", "His name is Max."], ("sam", "pet_name", "Max")),
 ])
 def test_his_name_in_a_later_turn_names_the_pet_or_person_introduced_before(nlp, extractor, turns, expected):
-    from agent import probe_eval
+    from agent.evals import probe_eval
 
     session = probe_eval.Session(nlp, extractor, NOW)
     for text in turns[:-1]:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from agent.language import phrase
 from agent.language import relations
 from agent.language import vocab
-from agent.extraction import frames
 from agent.extraction.ref import Ref
 from agent.language.literal import parse_number
 
@@ -53,8 +52,8 @@ def relational(run: Run, head: Token, subj: Token, retract: bool) -> bool:
             if holder is not None and not holder.common:
                 run.name_of(holder, kin, phrase.value_text(comp), vocab.polarity(rel, neg, retract)[1])
             return True
-        if rel == "name" and owner_tok.pos_ == "PRON" and frames.name_pronoun(
-                run, owner_tok, phrase.value_text(comp), vocab.polarity(rel, neg, retract)[1]):
+        if rel == "name" and owner_tok.pos_ == "PRON" and run.name_pronoun(
+                owner_tok, phrase.value_text(comp), vocab.polarity(rel, neg, retract)[1]):
             return True  # "I adopted a greyhound, his name is Biscuit"
         owner = run.np(owner_tok)
         if owner is None or owner.common:

@@ -333,6 +333,10 @@ class Run:
         """Facts that "``owner``'s ``noun`` is called ``name``" gives (agent.extraction.frames.name_of)."""
         frames.name_of(self, owner, noun, name, negated)
 
+    def name_pronoun(self, pronoun: Token, name: str, negated: bool) -> bool:
+        """ "his name is ``name``": name the pet or person just introduced (agent.extraction.frames.name_pronoun)."""
+        return frames.name_pronoun(self, pronoun, name, negated)
+
     def _imperative(self, head: Token) -> None:
         """ "Call me Sam" (no subject): the only imperative that states a fact about the user."""
         if head.lemma_.lower() == "call" and any(c.dep_ == "dobj" and c.lower_ == "me" for c in head.children):
