@@ -702,6 +702,25 @@ def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed
     assert extractor.rejected == 0
 
 
+def test_a_constrained_string_may_close_with_the_quote_merged_into_what_follows():
+    """BPE writes '", "' as one token; a decoder that only offers a lone '"' keeps small models rambling."""
+    import torch
+
+    from agent.constrained import TripleJSONProcessor, Vocabulary
+
+    tok = CharTokenizer()
+    proc = TripleJSONProcessor(Vocabulary(tok), prompt_len=0)
+
+    def allowed(text: str) -> set[str]:
+        scores = proc(torch.tensor([tok.encode(text)]), torch.zeros(1, len(tok)))
+        return {tok.pieces[i] for i in torch.nonzero(scores[0] > float("-inf")).flatten().tolist()}
+
+    assert {'"', '", "'} <= allowed('[{"subject": "user')
+    assert allowed('[{"subject": "user", "') == {"relation"}  # the merged closer went on into ', "relation": "'
+    assert '", "' in allowed('[{"subject": "user", "relation": "lives_in')
+    assert allowed('[{"subject": "user", "relation": "lives_in", "object": "Paris", "') == {"negated"}
+
+
 @pytest.mark.integration
 def test_real_chat_the_issues_four_checks(tmp_path):
     """The issue's acceptance on the packaged models, each check in new sessions of its own KB."""

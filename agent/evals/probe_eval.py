@@ -270,6 +270,16 @@ def build(kind: str, nlp):
     return build_extractor(kind, nlp=nlp)
 
 
+def _timed(probes: list[Probe]) -> Iterable[Probe]:
+    """``probes``, printing to stderr how long each took to score (its context turns included)."""
+    t = time.perf_counter()
+    for n, p in enumerate(probes, 1):
+        yield p
+        now = time.perf_counter()
+        print(f"probe {n}/{len(probes)} {p.id} ({p.split}): {now - t:.1f}s", file=sys.stderr, flush=True)
+        t = now
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agent.evals.probe_eval", description=__doc__.splitlines()[0])
     ap.add_argument("probes", help="directory holding probes.jsonl (examples/probes)")
@@ -278,16 +288,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="llm: the packaged model's free-text JSON; llm-json: the same under constrained decoding")
     ap.add_argument("--show", action="store_true", help="print the dev split's misses (never the test split's)")
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--split", default="all", choices=["all", "dev", "test"],
+                    help="score only this split (a slow extractor's run on the test split alone)")
+    ap.add_argument("--progress", action="store_true", help="print each probe's seconds to stderr")
     args = ap.parse_args(argv)
     from agent.language.nlp import load_nlp
 
     config = ProbeEvalConfig()
-    probes = load_probes(args.probes)
+    probes = [p for p in load_probes(args.probes) if args.split in ("all", p.split)]
     nlp = load_nlp()
     extractor = build(args.extractor, nlp)
-    tallies = score(probes, nlp, extractor, config)
+    t0 = time.perf_counter()
+    tallies = score(_timed(probes) if args.progress else probes, nlp, extractor, config)
+    seconds = time.perf_counter() - t0
     report: dict[str, Any] = {"extractor": args.extractor, "probes": len(probes), "turn_time": config.turn_time,
-                              "splits": {k: v.summary() for k, v in tallies.items()}}
+                              "splits": {k: v.summary() for k, v in tallies.items()},
+                              "seconds": round(seconds, 1), "seconds_per_probe": round(seconds / max(1, len(probes)), 2)}
+    if hasattr(extractor, "calls"):  # the LLM extractor: model calls made and outputs thrown away
+        report["llm_calls"], report["llm_rejected"] = extractor.calls, extractor.rejected
     if not args.no_throughput:
         report["throughput"] = throughput(probes, nlp, extractor, config)
     if args.show:
