@@ -87,7 +87,8 @@ class HybridSearcher:
         while True:
             scores, ids = self.keeper.index.search(qv, min(fetch, MAX_FETCH))
             kept = self._visible(ids, scope, kinds)
-            ranked = [(int(i), float(s)) for s, i in zip(scores, ids) if int(i) in kept]
+            mask = np.isin(ids, np.fromiter(kept, dtype=np.int64, count=len(kept)))
+            ranked = list(zip(ids[mask].tolist(), scores[mask].tolist()))
             exhausted = len(ids) < min(fetch, MAX_FETCH)
             if len(ranked) >= k or exhausted:
                 return ranked

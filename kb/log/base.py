@@ -34,6 +34,7 @@ class LogBase:
         self.generation = 0
         #: bumped whenever aliases or relations may have changed: kb.vocabulary compares it
         self.vocab_generation = 0
+        self._scans: dict = {}  # kb.log.queries: recent vector scans, valid until the database changes
         if read_only:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
             migrations.check_readable(self.db, SCHEMA_VERSION)

@@ -14,6 +14,9 @@ _FTS = {Kind.FACT: ("facts", "facts_fts"), Kind.EPISODE: ("episodes", "episodes_
 #: the covering index of each table's scope columns (schema 4): a visibility check reads it alone,
 #: never the wide rows (texts and vectors spill onto overflow pages)
 _SCOPE_INDEX = {Kind.FACT: "facts_scope", Kind.EPISODE: "episodes_scope"}
+#: scans of at most this many rows are kept (20k x 384 float32: 30 MB), and at most this many scans
+SCAN_CACHE_ROWS = 20_000
+SCAN_CACHE_ENTRIES = 4
 
 
 def _sql(scope: Scope, kind: Kind, alias: str = "", lookup: bool = True) -> tuple[str, list]:
@@ -24,6 +27,8 @@ class QueriesMixin:
     """What the retrievers of kb.search ask; every method speaks vector ids."""
 
     db: sqlite3.Connection
+    generation: int
+    _scans: dict  # (kind, scope, batch, generation, data_version) -> the batches of one scan_vectors
 
     def visible(self, vector_ids: Sequence[int], scope: Scope, kinds: Sequence[Kind]) -> set[int]:
         """The vector ids among ``vector_ids`` whose rows ``scope`` may see."""
@@ -40,12 +45,27 @@ class QueriesMixin:
         return out
 
     def scan_vectors(self, kind: Kind, scope: Scope, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(vector ids (n,), vectors (n, dim)) of every row ``scope`` may see, in batches."""
+        """(vector ids (n,), vectors (n, dim)) of every row ``scope`` may see, in batches.
+
+        A scan of at most SCAN_CACHE_ROWS rows is kept until the database changes (a commit here or by
+        another connection): a facts-only search in a KB of mostly episodes repeats the same scan of
+        a user's facts at every turn, and reading their vectors is most of its cost."""
+        key = (kind, scope, batch, self.generation, self.db.execute("PRAGMA data_version").fetchone()[0])
+        if (hit := self._scans.get(key)) is not None:
+            yield from hit
+            return
         w, p = _sql(scope, kind, lookup=False)
         cur = self.db.execute(f"SELECT vid, vector FROM {_FTS[kind][0]} WHERE {w} AND vector IS NOT NULL", p)
+        done: list[tuple[np.ndarray, np.ndarray]] = []
         while rows := cur.fetchmany(batch):
             ids = vids.encode_many(kind, [r[0] for r in rows])
-            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            done.append((ids, vecs))
+            yield ids, vecs
+        if sum(len(i) for i, _ in done) <= SCAN_CACHE_ROWS:
+            if len(self._scans) >= SCAN_CACHE_ENTRIES or any(k[3:] != key[3:] for k in self._scans):
+                self._scans.clear()  # stale or full: scans of an older database state are never read again
+            self._scans[key] = done
 
     def term_rows(self, kind: Kind, term: str, cap: int) -> int:
         """Rows whose text holds ``term`` (a quoted FTS5 phrase), counted up to ``cap``."""
