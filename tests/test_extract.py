@@ -706,7 +706,7 @@ def test_a_constrained_string_may_close_with_the_quote_merged_into_what_follows(
     """BPE writes '", "' as one token; a decoder that only offers a lone '"' keeps small models rambling."""
     import torch
 
-    from agent.constrained import TripleJSONProcessor, Vocabulary
+    from agent.extraction.constrained import TripleJSONProcessor, Vocabulary
 
     tok = CharTokenizer()
     proc = TripleJSONProcessor(Vocabulary(tok), prompt_len=0)

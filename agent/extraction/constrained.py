@@ -265,12 +265,15 @@ class ConstrainedGenerate:
         return self._forward(ids[shared:])
 
     def _forward(self, toks: list[int]):
+        import inspect
+
         import torch
 
-        from agent.llm import cache_arg
-
+        # the forward's KV-cache argument: ``cache`` from transformers 5.24 on, ``past_key_values`` before
+        # (agent.generation.llm.cache_arg; extraction sits below generation, so it is asked here)
+        arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.forwards += 1
         out = self.model(input_ids=torch.tensor([toks], device=self.model.device), use_cache=True,
-                         **{cache_arg(self.model): self._cache})
+                         **{arg: self._cache})
         self._cache_ids += toks
         return out.logits[0, -1].float()
