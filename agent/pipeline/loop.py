@@ -199,9 +199,7 @@ class Agent:
             self._reset_model_cache()
 
     def _reset_model_cache(self) -> None:
-        reset = getattr(self.llm, "reset_cache", None)
-        if reset is not None:
-            reset()
+        self.llm.reset_cache()  # every LanguageModel has one (agent/generation/model.py)
 
     @property
     def profile(self) -> Profile:
