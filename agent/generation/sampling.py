@@ -92,21 +92,11 @@ def _decode(llm: TransformersModel, run, prompt_len: int) -> list[tuple[str, flo
 
 
 def _processors(penalty: float, prompt_len: int):
-    import torch as _torch
-    from transformers import LogitsProcessor, LogitsProcessorList
+    from transformers import LogitsProcessorList
 
-    class GeneratedRepetitionPenalty(LogitsProcessor):
-        """CausalLM's repetition penalty: only tokens generated so far, not the prompt's."""
+    from agent.generation.penalty import processor
 
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            gen = input_ids[:, prompt_len:]
-            if penalty <= 1.0 or gen.shape[1] == 0:
-                return scores
-            picked = scores.gather(1, gen)
-            picked = _torch.where(picked > 0, picked / penalty, picked * penalty)
-            return scores.scatter(1, gen, picked)
-
-    return LogitsProcessorList([GeneratedRepetitionPenalty()])
+    return LogitsProcessorList([processor(penalty, prompt_len)])
 
 
 def _stops(llm: TransformersModel, prompt_len: int, max_sentences: int):
