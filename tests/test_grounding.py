@@ -102,6 +102,15 @@ def test_a_name_question_answered_without_the_name_gets_the_memory_that_says_it(
     assert ground("Your dog is called Biscuit.", p, nlp) == "Your dog is called Biscuit."
 
 
+def test_the_users_own_name_in_memory_does_not_let_a_name_answer_without_the_asked_name_through(nlp):
+    memories = [Evidence("I adopted a rescue greyhound last week, his name is Biscuit.", "", "", ""),
+                Evidence("Sam has a pet named Biscuit.", "pet_name", "sam", "biscuit"),
+                Evidence("Sam's name is Sam.", "name", "sam", "sam")]
+    p = plan(_q("What is my dog called?"), memories, nlp)
+    assert p.names == ("Biscuit",)
+    assert "Biscuit" in ground("Sam's dog is a Greyhound.", p, nlp)
+
+
 def _q(text: str, first: bool = True, world: tuple[str, ...] = ()) -> Question:
     return Question(text, text.replace("I ", "Sam ").replace("my ", "Sam's "), "Sam", first, world)
 

@@ -125,9 +125,7 @@ def test_a_natural_remark_is_recalled_in_a_new_session(tmp_path, said, asked, va
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(reason="the 135M model answers 'Dana's dog is a Greyhound.' from the recalled turn; no fact "
-                          "holds the dog's name yet (extraction issue)", strict=False)
-@pytest.mark.parametrize("said, asked, value", NATURAL[:1])
+@pytest.mark.parametrize("said, asked, value", NATURAL)
 def test_a_natural_remark_is_answered_in_a_new_session(tmp_path, said, asked, value):
     with _told_then_asked(tmp_path, said, asked) as agent:
         reply = agent.chat(asked)

@@ -194,7 +194,9 @@ def _fallback(question: str, name: str, answering: Sequence[Evidence], words: fr
               nlp) -> tuple[str, tuple[str, ...]]:
     """(the memory covering most of the question's ``words`` in the second person, the names a name
     question's memories state); for a name question the fallback is a memory that says the name."""
-    names = _asked_names(question, answering)
+    # the user's own name ("Sam's name is Sam.") is in any third-person answer, so it shows nothing
+    own = {w.casefold() for w in re.findall(r"\w+", name)}
+    names = tuple(n for n in _asked_names(question, answering) if n.casefold() not in own)
     if names:
         answering = [m for m in answering if any(n in m.text for n in names)] or answering
     best = max(answering, key=lambda m: (len(words & _covered(m, nlp)), m.score), default=None)
