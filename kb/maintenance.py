@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -47,6 +48,7 @@ class IndexKeeper:
         self.report: list[str] = []
         self._unsaved = 0
         self._dead = 0  # forgotten vectors still held by an HNSW index (filtered at search time)
+        self._pending: list | None = None  # inside deferred(): (method, argument) to apply at its end
         self.index = self._load_or_rebuild()
 
     # ------------------------------------------------------------------ open-time verification
@@ -105,8 +107,28 @@ class IndexKeeper:
 
     # ------------------------------------------------------------------ runtime
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """``with keeper.deferred():`` index changes wait for the block to end: applied in order if it
+        succeeds, dropped if it raises (its log transaction rolled back, so the rows are gone too)."""
+        if self._pending is not None:  # nested: the outer block applies or drops them
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+        except BaseException:
+            self._pending = None
+            raise
+        pending, self._pending = self._pending, None
+        for apply, arg in pending:
+            apply(arg)
+
     def add(self, new_vecs: list[tuple[int, np.ndarray]]) -> None:
         if not new_vecs:
+            return
+        if self._pending is not None:
+            self._pending.append((self.add, new_vecs))
             return
         ids = np.array([v for v, _ in new_vecs], dtype=np.int64)
         vecs = np.stack([x for _, x in new_vecs]).astype(np.float32)  # (n, dim)
@@ -118,6 +140,9 @@ class IndexKeeper:
     def tombstone(self, vids: np.ndarray) -> None:
         """Forgotten vectors: removed from an exact index now; compacted out of HNSW in bulk."""
         if len(vids) == 0:
+            return
+        if self._pending is not None:
+            self._pending.append((self.tombstone, vids))
             return
         self.index.remove(vids)
         self._unsaved += len(vids)

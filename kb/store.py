@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -163,6 +164,16 @@ class KnowledgeBase:
             return self._log.known_entities(list(names))
 
     # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """``with kb.batch():`` every write inside is one transaction: all of it is stored or, if the
+        block raises, none of it (the vector index included). A write that raises inside is undone
+        alone (a savepoint), so the block may catch it and go on. Other threads' writes wait."""
+        with self._mutex:
+            self._writable()
+            with self._keeper.deferred(), self._log.transaction():
+                yield
 
     def add_fact(self, subject: str, relation: str, object: str, *, text: str | None = None,
                  user: str | None = None, shared: bool = False, source_id: str | None = None,

@@ -87,3 +87,25 @@ def test_a_failed_generation_still_stores_what_was_said(agent_factory):
     said = [e.text for e in agent.kb.episodes(user="alice")]
     assert "Tell me a story about my trip to Oslo." in said
     assert agent.state.turns[-1].text == "Tell me a story about my trip to Oslo."
+
+
+def test_a_turn_is_stored_whole_or_not_at_all(agent_factory, monkeypatch):
+    from agent.pipeline.commit import TurnWriter
+
+    agent = agent_factory("alice", ScriptedLLM(["Nice!"]))
+    kb = agent.kb
+    before = (kb.stats().facts_active, kb.stats().episodes)
+
+    def broken(self, *a, **k):
+        raise RuntimeError("disk full while storing the reply")
+
+    monkeypatch.setattr(TurnWriter, "store_reply", broken)
+    try:
+        agent.chat("I live in Paris.")
+    except RuntimeError:
+        pass
+    assert (kb.stats().facts_active, kb.stats().episodes) == before  # the episode and its fact rolled back
+    assert kb.verify().ok  # and the vector index holds none of their vectors
+    monkeypatch.undo()
+    reply = agent.chat("I live in Paris.")  # said again, it is stored whole: utterance, fact and reply
+    assert reply.learned_facts and kb.stats().episodes == before[1] + 2

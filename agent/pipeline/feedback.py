@@ -233,14 +233,15 @@ def apply_feedback(pipeline: TurnPipeline, session: Session, rating: Rating | in
     limit_reached = wants_new and number > cfg.max_rounds
     # validated: stored data changes from here on
     basis = [u.fact for u in last.used_facts] if generated else list(last.learned_facts)
-    t0 = time.perf_counter()
+    t0 = t1 = time.perf_counter()
     state, fix_turn, learned, superseded, confirmed = session.state, None, [], [], set()
-    if fix is not None:
-        state, fix_turn, learned, superseded, confirmed = _store_correction(pipeline, session, fix, rated, basis)
-    t1 = time.perf_counter()
     reason = f"reply to turn {rated.index} rated {rate}" + (f": {why}" if why else "") + (
         f"; corrected: {fix}" if fix else "")
-    changes = adjust_confidence(pipeline.kb, [f for f in basis if f.id not in confirmed], rate, cfg, reason)
+    with pipeline.kb.batch():  # one KB transaction: the correction and the confidence changes
+        if fix is not None:
+            state, fix_turn, learned, superseded, confirmed = _store_correction(pipeline, session, fix, rated, basis)
+        t1 = time.perf_counter()
+        changes = adjust_confidence(pipeline.kb, [f for f in basis if f.id not in confirmed], rate, cfg, reason)
     t2 = time.perf_counter()
     reply, rnd = None, None
     if wants_new and not limit_reached:

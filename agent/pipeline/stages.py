@@ -292,20 +292,22 @@ class TurnPipeline:
     # ------------------------------------------------------------------ commit
 
     def commit(self, session: Session, u: Understood, r: Recalled | None, c: Composed, g: Generated) -> Reply:
-        """Store the turn (its episode, facts and retractions), make an acknowledgement's text from what
-        was stored, store the reply, and advance the session: state, history, preferences, last reply."""
+        """Store the turn in one KB transaction (its episode, facts and retractions, an acknowledgement's
+        text made from what was stored, the reply), then advance the session: state, history,
+        preferences, last reply, each file written atomically."""
         c0 = time.perf_counter()
-        stored = self.writer.store(session.user, u) if u.vector is not None or u.triples else _NOTHING
-        text = g.text
-        if c.kind is ReplyKind.ACKNOWLEDGE:
-            text = " ".join(x for x in (c.text, acknowledge(stored)) if x) or "Noted."  # negations of nothing stored
         turn = u.turn
         used = tuple(r.used) if r is not None else ()
-        turn.reply = text
-        turn.used_fact_ids = [f.fact.id for f in used]
-        if text and u.vector is not None and self.config.store_episodes:
-            self.writer.store_reply(session.user, u.state.session_id, turn, text)
-        session.advance(u.state, Exchange(u.text, text), u.preferences)
+        with self.kb.batch():  # one KB transaction: the utterance, its facts, retractions and the reply
+            stored = self.writer.store(session.user, u) if u.vector is not None or u.triples else _NOTHING
+            text = g.text
+            if c.kind is ReplyKind.ACKNOWLEDGE:
+                text = " ".join(x for x in (c.text, acknowledge(stored)) if x) or "Noted."  # negations of nothing
+            turn.reply = text
+            turn.used_fact_ids = [f.fact.id for f in used]
+            if text and u.vector is not None and self.config.store_episodes:
+                self.writer.store_reply(session.user, u.state.session_id, turn, text)
+        session.advance(u.state, Exchange(u.text, text), u.preferences)  # then the session and profile files
         trace = Trace(u, r, c, replace(g, text=text), stored)
         reply = Reply(text, turn, used, stored.learned, stored.superseded + stored.retracted,
                       timings(trace, time.perf_counter() - c0), fused=g.fused,

@@ -35,6 +35,7 @@ class LogBase:
         #: bumped whenever aliases or relations may have changed: kb.vocabulary compares it
         self.vocab_generation = 0
         self._scans: dict = {}  # kb.log.queries: recent vector scans, valid until the database changes
+        self._depth = 0  # open transaction() blocks: 0 none, 1 the transaction, more are savepoints
         if read_only:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
             migrations.check_readable(self.db, SCHEMA_VERSION)
@@ -71,21 +72,53 @@ class LogBase:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """``with log.transaction():`` one write transaction; rolls back on any exception and re-raises."""
+        """``with log.transaction():`` one write transaction; rolls back on any exception and re-raises.
+
+        Nested inside another (``KnowledgeBase.batch``), it is a savepoint: a failed inner block is
+        undone alone and the outer one goes on; nothing is committed until the outermost block ends.
+        """
+        if self._depth:
+            name = f"sp{self._depth}"
+            self.db.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self.db.execute(f"ROLLBACK TO {name}")
+                self.db.execute(f"RELEASE {name}")
+                self.vocab_generation += 1  # a rolled-back alias or relation must not stay cached
+                raise
+            else:
+                self.db.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+                self.generation += 1  # caches of query results must see this block's writes (or their undoing)
+            return
         self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield
         except BaseException:
+            self._depth = 0
             self.db.execute("ROLLBACK")
             self.generation += 1
             self.vocab_generation += 1  # a rolled-back alias or relation must not stay cached
             raise
+        self._depth = 0
         self.db.execute("COMMIT")
         self.generation += 1
+
+    @property
+    def in_transaction(self) -> bool:
+        """A write transaction is open on this connection (inside ``transaction()``)."""
+        return self._depth > 0
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """``with log.snapshot():`` reads see one consistent state, even while another process writes."""
+        if self._depth:  # inside a write transaction, which is one consistent state already
+            yield
+            return
         self.db.execute("BEGIN")
         try:
             yield
