@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kb import HashEmbedder, KBConfig, KnowledgeBase, NewEpisode, NewFact
 from kb.facts import Kind
 from kb.log import Scope
@@ -28,6 +30,8 @@ def test_a_repeated_scan_is_served_from_memory_until_a_commit(tmp_path, monkeypa
         real = kb._log.db
 
         class Spy:
+            in_transaction = False
+
             def execute(self, sql, *a):
                 executed.append(sql)
                 return real.execute(sql, *a)
@@ -54,3 +58,17 @@ def test_a_reader_sees_what_another_connection_committed(tmp_path):
             assert len(_scan(reader)) == 4
             hits = reader.search("P7 likes h7", k=3, user="u", kinds=["fact"])
             assert hits and hits[0].fact.subject == "p7"
+
+
+def test_a_scan_inside_a_write_transaction_sees_its_uncommitted_writes(tmp_path):
+    with _open(tmp_path / "kb") as kb:
+        kb.add_facts([NewFact(f"P{i}", "likes", f"h{i}", user="u") for i in range(2)])
+        assert len(_scan(kb)) == 2
+        log = kb._log
+        with pytest.raises(RuntimeError, match="undo"):
+            with log.transaction():
+                log.db.execute("UPDATE facts SET status='forgotten' WHERE vid=1")  # not committed
+                assert len(_scan(kb)) == 1
+                assert len(_scan(kb)) == 1
+                raise RuntimeError("undo")
+        assert len(_scan(kb)) == 2

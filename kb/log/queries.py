@@ -50,8 +50,10 @@ class QueriesMixin:
         A scan of at most SCAN_CACHE_ROWS rows is kept until the database changes (a commit here or by
         another connection): a facts-only search in a KB of mostly episodes repeats the same scan of
         a user's facts at every turn, and reading their vectors is most of its cost."""
-        key = (kind, scope, batch, self.generation, self.db.execute("PRAGMA data_version").fetchone()[0])
-        if (hit := self._scans.get(key)) is not None:
+        # inside an open transaction the database may hold writes no counter has seen yet: no cache
+        key = None if self.db.in_transaction else (
+            kind, scope, batch, self.generation, self.db.execute("PRAGMA data_version").fetchone()[0])
+        if key is not None and (hit := self._scans.get(key)) is not None:
             yield from hit
             return
         w, p = _sql(scope, kind, lookup=False)
@@ -62,7 +64,7 @@ class QueriesMixin:
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
             done.append((ids, vecs))
             yield ids, vecs
-        if sum(len(i) for i, _ in done) <= SCAN_CACHE_ROWS:
+        if key is not None and sum(len(i) for i, _ in done) <= SCAN_CACHE_ROWS:
             if len(self._scans) >= SCAN_CACHE_ENTRIES or any(k[3:] != key[3:] for k in self._scans):
                 self._scans.clear()  # stale or full: scans of an older database state are never read again
             self._scans[key] = done
