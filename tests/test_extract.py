@@ -692,9 +692,11 @@ def test_constrained_decoding_makes_even_a_random_model_write_valid_triples(seed
     generate = ConstrainedGenerate(model, tok, ConstrainedConfig(max_value_chars=12, max_triples=2,
                                                                  max_new_tokens=200))
     extractor = LLMExtractor(generate)
-    assert isinstance(build_extractor("llm", llm=type("LM", (), {"model": model, "tokenizer": tok,
-                                                                "capabilities": Capabilities(transformers=True)})()).generate,
-                      ConstrainedGenerate)
+    import threading
+
+    lm = type("LM", (), {"model": model, "tokenizer": tok, "lock": threading.Lock(),
+                         "capabilities": Capabilities(transformers=True)})()
+    assert isinstance(build_extractor("llm", llm=lm).generate, ConstrainedGenerate)
     output = generate("Message: I live in Paris.\nJSON:")
     items = extractor.parse(output)
     assert items is not None, output  # the random model's output is always a valid triple array
@@ -827,3 +829,44 @@ def test_llm_extractor_of_a_model_without_weights_uses_its_completion():
     assert [(t.subject, t.relation, t.object) for t in extractor.extract("I live in Porto.", ExtractionContext("sam"))] \
         == [("sam", "lives_in", "Porto")]
     assert lm.prompts and "I live in Porto." in lm.prompts[0]
+
+
+def test_constrained_decoding_holds_the_models_lock_for_each_forward_pass():
+    """Another thread's fused generation holds the same lock: an extraction never runs inside it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from agent.extraction.constrained import ConstrainedConfig, ConstrainedGenerate
+
+    class CountingLock:
+        def __init__(self):
+            self.entered = self.held = 0
+
+        def __enter__(self):
+            self.entered += 1
+            self.held += 1
+
+        def __exit__(self, *exc):
+            self.held -= 1
+
+    tok = CharTokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                         max_position_embeddings=512)).eval()
+    import functools
+
+    calls = []
+    forward = model.forward
+
+    @functools.wraps(forward)  # keeps the signature the decoder reads its cache argument from
+    def watched(*a, **k):
+        calls.append(lock.held)
+        return forward(*a, **k)
+
+    model.forward = watched
+    lock = CountingLock()
+    generate = ConstrainedGenerate(model, tok, ConstrainedConfig(max_value_chars=12, max_triples=1, max_new_tokens=60),
+                                   lock=lock)
+    generate("Message: I live in Paris.\nJSON:")
+    assert calls and all(h == 1 for h in calls) and lock.entered == generate.forwards == len(calls)

@@ -13,6 +13,8 @@ so the constraint costs a mask per step and no decoding loop of ours.
 """
 from __future__ import annotations
 
+import contextlib
+
 import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -213,10 +215,14 @@ class ConstrainedGenerate:
     token per pass ("jump-forward"): the automaton leaves the model nothing to choose there.
     """
 
-    def __init__(self, model, tokenizer, config: ConstrainedConfig | None = None):
+    def __init__(self, model, tokenizer, config: ConstrainedConfig | None = None, lock=None):
+        """``lock``: the language model's (``CausalLM.lock``), held by each forward pass, so that an
+        extraction never runs inside another thread's fused generation (its hooks read that turn's
+        knowledge tokens)."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or ConstrainedConfig()
+        self._lock = lock if lock is not None else contextlib.nullcontext()
         self.vocab = _vocabulary(tokenizer)
         self._cache = None
         self._cache_ids: list[int] = []  # the tokens the kept KV cache holds
@@ -224,8 +230,8 @@ class ConstrainedGenerate:
 
     @classmethod
     def of(cls, llm, config: ConstrainedConfig | None = None) -> ConstrainedGenerate:
-        """For an agent.generation.llm.CausalLM (its ``model`` and ``tokenizer``)."""
-        return cls(llm.model, llm.tokenizer, config)
+        """For an agent.generation.llm.CausalLM (its ``model``, ``tokenizer`` and ``lock``)."""
+        return cls(llm.model, llm.tokenizer, config, lock=llm.lock)
 
     def __call__(self, prompt: str) -> str:
         import torch
@@ -273,7 +279,8 @@ class ConstrainedGenerate:
         # (agent.generation.llm.cache_arg; extraction sits below generation, so it is asked here)
         arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.forwards += 1
-        out = self.model(input_ids=torch.tensor([toks], device=self.model.device), use_cache=True,
-                         **{arg: self._cache})
+        with self._lock:
+            out = self.model(input_ids=torch.tensor([toks], device=self.model.device), use_cache=True,
+                             **{arg: self._cache})
         self._cache_ids += toks
         return out.logits[0, -1].float()
