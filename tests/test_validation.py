@@ -9,6 +9,10 @@ import pytest
 from agent.answers.support import SupportConfig
 from agent.dialogue.state import StateConfig
 from agent.errors import BadInputError
+from agent.extraction.constrained import ConstrainedConfig
+from agent.extraction.llm_extractor import LLMExtractorConfig
+from agent.extraction.patterns import PatternConfig
+from agent.generation.llm import LLMConfig
 from agent.generation.prompt import PromptConfig
 from agent.memory.recall import RecallConfig
 from agent.memory.retrieval import RetrievalConfig
@@ -16,8 +20,8 @@ from agent.pipeline.feedback import FeedbackConfig
 from agent.pipeline.loop import AgentConfig
 from agent.profile.profile import ProfileConfig
 
-CONFIGS = [AgentConfig, FeedbackConfig, PromptConfig, ProfileConfig, RecallConfig, RetrievalConfig, StateConfig,
-           SupportConfig]
+CONFIGS = [AgentConfig, ConstrainedConfig, FeedbackConfig, LLMConfig, LLMExtractorConfig, PatternConfig, PromptConfig,
+           ProfileConfig, RecallConfig, RetrievalConfig, StateConfig, SupportConfig]
 
 
 def _bounded(cls):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agent.errors import BadInputError
+from agent.validation import check, within
 
 if TYPE_CHECKING:
     import torch
@@ -32,15 +33,13 @@ _BAD_IN_STRING = frozenset('"\\\n\r\t')
 class ConstrainedConfig:
     """Bounds of constrained extraction output."""
 
-    max_value_chars: int = 40  # a string this long is closed: names and values are short
-    max_triples: int = 5  # then the array is closed
+    max_value_chars: int = within(40, 1, 10000)  # a string this long is closed: names and values are short
+    max_triples: int = within(5, 1, 1000)  # then the array is closed
     # generation stops here whatever the automaton says: 5 triples of short values take about 150
-    max_new_tokens: int = 192
+    max_new_tokens: int = within(192, 1, 8192)
 
     def __post_init__(self) -> None:
-        for name in ("max_value_chars", "max_triples", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise BadInputError(f"ConstrainedConfig.{name}={getattr(self, name)} must be >= 1")
+        check(self)  # every within() field in its range
 
 
 class Vocabulary:

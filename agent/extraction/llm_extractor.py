@@ -23,6 +23,7 @@ from agent.language.intent import Intent, classify, is_question, looks_like_inst
 from agent.language.literal import looks_like_date, normalize_date, parse_number
 from agent.language.modality import states_current_fact
 from agent.extraction.triple import ExtractionContext, Triple, dedupe
+from agent.validation import check, within
 
 if TYPE_CHECKING:
     from spacy.tokens import Doc
@@ -35,20 +36,13 @@ Generate = Callable[[str], str]
 class LLMExtractorConfig:
     """Limits and confidence of LLM extraction."""
 
-    max_triples: int = 20  # more facts than this in one message means the model is rambling
-    max_value_chars: int = 200  # longer subject/object strings are not entity names or values
-    confidence: float = 0.8  # ceiling: model-extracted facts are less certain than pattern ones
-    max_input_chars: int = 4000  # the message is cut to this many characters in the prompt
+    max_triples: int = within(20, 1, 1000)  # more facts than this in one message means the model is rambling
+    max_value_chars: int = within(200, 8, 100000)  # longer subject/object strings are not entity names or values
+    confidence: float = within(0.8, 0.01, 1.0)  # ceiling: model-extracted facts are less certain than pattern ones
+    max_input_chars: int = within(4000, 16, 1000000)  # the message is cut to this many characters in the prompt
 
     def __post_init__(self) -> None:
-        if self.max_triples < 1:
-            raise BadInputError(f"LLMExtractorConfig.max_triples={self.max_triples} must be >= 1")
-        if self.max_value_chars < 8:
-            raise BadInputError(f"LLMExtractorConfig.max_value_chars={self.max_value_chars} must be >= 8")
-        if not 0.0 < self.confidence <= 1.0:
-            raise BadInputError(f"LLMExtractorConfig.confidence={self.confidence} must be in (0, 1]")
-        if self.max_input_chars < 16:
-            raise BadInputError(f"LLMExtractorConfig.max_input_chars={self.max_input_chars} must be >= 16")
+        check(self)  # every within() field in its range
 
 
 _INSTRUCTIONS = """You extract facts stated in one chat message from a user.

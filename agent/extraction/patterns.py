@@ -39,6 +39,7 @@ from agent.extraction.ref import Ref
 from agent.profile.preference import style_facts
 from agent.language.timeparse import When
 from agent.extraction.triple import ExtractionContext, Triple, dedupe
+from agent.validation import check, within
 
 if TYPE_CHECKING:
     from spacy.tokens import Doc, Span, Token
@@ -50,12 +51,12 @@ if TYPE_CHECKING:
 class PatternConfig:
     """Confidence levels and size limits of the pattern extractor."""
 
-    confidence: float = 0.9  # a plainly stated fact about a named or first-person subject
-    resolved_confidence: float = 0.8  # the subject came from a pronoun or the dialogue state
-    guessed_confidence: float = 0.7  # the subject is a placeholder such as "alice's sister"
-    hedged_confidence: float = 0.6  # "I think ...", "maybe", "probably": the user is unsure
-    max_value_chars: int = 200  # longer subjects/objects are parse accidents, not facts
-    max_sentences: int = 50  # a longer utterance is a paste; only its start is read
+    confidence: float = within(0.9, 0.01, 1.0)  # a plainly stated fact about a named or first-person subject
+    resolved_confidence: float = within(0.8, 0.01, 1.0)  # the subject came from a pronoun or the dialogue state
+    guessed_confidence: float = within(0.7, 0.01, 1.0)  # the subject is a placeholder such as "alice's sister"
+    hedged_confidence: float = within(0.6, 0.01, 1.0)  # "I think ...", "maybe", "probably": the user is unsure
+    max_value_chars: int = within(200, 8, 100000)  # longer subjects/objects are parse accidents, not facts
+    max_sentences: int = within(50, 1, 100000)  # a longer utterance is a paste; only its start is read
     # raise when a sentence trips an internal error instead of skipping it (and counting it in
     # PatternExtractor.errors): tests want the bug, a chat turn wants the other sentences' facts
     strict: bool = False
@@ -64,14 +65,7 @@ class PatternConfig:
     open_relations: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("confidence", "resolved_confidence", "guessed_confidence", "hedged_confidence"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise BadInputError(f"PatternConfig.{name}={value!r} must be in (0, 1]")
-        if self.max_value_chars < 8:
-            raise BadInputError(f"PatternConfig.max_value_chars={self.max_value_chars} must be >= 8")
-        if self.max_sentences < 1:
-            raise BadInputError(f"PatternConfig.max_sentences={self.max_sentences} must be >= 1")
+        check(self)  # every within() field in its range
 
 
 _HEDGES = frozenset({"maybe", "probably", "perhaps", "possibly"})

