@@ -82,7 +82,7 @@ def cli(capsys):
     ({"epochs": 0}, ["epochs=0"]),
     ({"learning_rate": 0}, ["learning_rate=0"]),
     ({"dropout": 1.0}, ["dropout=1.0"]),
-    ({"max_changed_fraction": 1.5}, ["max_changed_fraction=1.5", "[0, 1]"]),
+    ({"max_changed_fraction": 1.5}, ["max_changed_fraction=1.5", "0.0..1.0"]),
     ({"phrasings": 4}, ["phrasings=4", "1..3"]),
     ({"min_facts": 0}, ["min_facts=0"]),
     ({"replay": -1}, ["replay=-1", "0..10"]),

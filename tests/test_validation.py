@@ -12,7 +12,9 @@ from agent.errors import BadInputError
 from agent.extraction.constrained import ConstrainedConfig
 from agent.extraction.llm_extractor import LLMExtractorConfig
 from agent.extraction.patterns import PatternConfig
+from agent.fusion.trainer import TrainConfig
 from agent.generation.llm import LLMConfig
+from agent.lora.learn import LearnConfig
 from agent.generation.prompt import PromptConfig
 from agent.memory.recall import RecallConfig
 from agent.memory.retrieval import RetrievalConfig
@@ -20,8 +22,8 @@ from agent.pipeline.feedback import FeedbackConfig
 from agent.pipeline.loop import AgentConfig
 from agent.profile.profile import ProfileConfig
 
-CONFIGS = [AgentConfig, ConstrainedConfig, FeedbackConfig, LLMConfig, LLMExtractorConfig, PatternConfig, PromptConfig,
-           ProfileConfig, RecallConfig, RetrievalConfig, StateConfig, SupportConfig]
+CONFIGS = [AgentConfig, ConstrainedConfig, FeedbackConfig, LearnConfig, LLMConfig, LLMExtractorConfig, PatternConfig,
+           PromptConfig, ProfileConfig, RecallConfig, RetrievalConfig, StateConfig, SupportConfig, TrainConfig]
 
 
 def _bounded(cls):
@@ -32,19 +34,20 @@ def _bounded(cls):
 def test_every_bounded_field_refuses_values_outside_its_range(cls):
     fields = _bounded(cls)
     assert fields, f"{cls.__name__} declares no bounded field"
-    cls()  # the defaults are valid
+    required = {"out_dir": "unused"} if cls.__name__ == "TrainConfig" else {}  # its one field without a default
+    cls(**required)  # the defaults are valid
     for name, (lo, hi) in fields:
         integral = isinstance(lo, int) and isinstance(hi, int)
         for bad in (lo - 1, hi + 1, True, "3"):
             with pytest.raises(BadInputError) as e:
-                cls(**{name: bad})
+                cls(**required, **{name: bad})
             msg = str(e.value)
             assert f"{cls.__name__}.{name}={bad!r}" in msg and f"{lo}..{hi}" in msg, msg
         for edge in (lo, hi):  # the range is inclusive (a rule relating two fields may still refuse an edge)
             try:
-                cls(**{name: edge})
+                cls(**required, **{name: edge})
             except BadInputError as e:
                 assert f"{name}={edge!r} is invalid" not in str(e), str(e)
         if integral:
             with pytest.raises(BadInputError, match="an integer"):
-                cls(**{name: lo + 0.5})
+                cls(**required, **{name: lo + 0.5})

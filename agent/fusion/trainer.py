@@ -18,6 +18,7 @@ from agent.fusion.files import save_adapter
 from agent.fusion.knowledge import KnowledgeEncoder, qa_messages
 from agent.generation.llm import PACKAGED_SMOLLM, CausalLM, LLMConfig
 from agent.fusion.synth import Example, Split, World
+from agent.validation import check, within
 from kb.files import write_atomic
 
 
@@ -33,17 +34,17 @@ class TrainConfig:
     # everything random (world, examples, init, order) derives from it: same seed, same adapter
     seed: int = 0
     # synthetic training questions; each epoch sees all of them
-    examples: int = 3000
-    epochs: int = 4
-    batch_size: int = 32
+    examples: int = within(3000, 1, 10000000)
+    epochs: int = within(4, 1, 10000)
+    batch_size: int = within(32, 1, 4096)
     # AdamW; the adapter is small and starts at a zero gate, so a high rate is safe
-    lr: float = 3e-3
+    lr: float = within(3e-3, 1e-09, 0.999)
     warmup_steps: int = 40
     # distractor facts per question, drawn uniformly in this range
-    min_distractors: int = 1
-    max_distractors: int = 24
+    min_distractors: int = within(1, 0, 2000)
+    max_distractors: int = within(24, 0, 2000)
     # share of questions whose fact is absent: the model must learn to refuse
-    unanswerable: float = 0.2
+    unanswerable: float = within(0.2, 0.0, 0.999)
     # the adapter's shape (see FusionConfig)
     layers: tuple[int, ...] = (18, 24)
     heads: int = 4
@@ -53,20 +54,14 @@ class TrainConfig:
     copy_tokens: int = 4
     key_prior: bool = True
     # save a resumable checkpoint every this many steps
-    checkpoint_every: int = 100
+    checkpoint_every: int = within(100, 1, 10000000)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
-        for name in ("examples", "epochs", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise BadInputError(f"{name}={getattr(self, name)} must be >= 1")
-        if not 0 < self.lr < 1:
-            raise BadInputError(f"lr={self.lr} must be in (0, 1)")
-        if not 0 <= self.min_distractors <= self.max_distractors <= 2000:
-            raise BadInputError(f"distractors {self.min_distractors}..{self.max_distractors} must satisfy "
-                                "0 <= min <= max <= 2000")
-        if not 0 <= self.unanswerable < 1:
-            raise BadInputError(f"unanswerable={self.unanswerable} must be in [0, 1)")
+        check(self)  # every within() field in its range
+        if self.min_distractors > self.max_distractors:
+            raise BadInputError(f"TrainConfig distractors {self.min_distractors}..{self.max_distractors} are invalid; "
+                                "give min_distractors <= max_distractors")
 
 
 @dataclass

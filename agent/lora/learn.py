@@ -38,6 +38,7 @@ from agent.profile.profile import load_profile
 from agent.generation.prompt import display_name, system_text
 from agent.lora.records import ClosedBookAnswer, LearnPlan, LearnReport, ProbeChange
 from agent.lora.questions import MAX_PHRASINGS, held_out_pairs, qa_pairs
+from agent.validation import check, within
 from kb.facts import Fact, iso
 
 #: Llama-style projection names LoRA may target (SmolLM2, Llama, Mistral, Qwen use these)
@@ -49,63 +50,47 @@ class LearnConfig:
     """How an adapter is trained and when it is accepted."""
 
     # LoRA rank: the update's capacity; 8 facts reach 100% closed-book with rank 8 (and with 4)
-    rank: int = 8
+    rank: int = within(8, 1, 256)
     # LoRA scaling is alpha / rank; 2x rank is the usual choice
-    alpha: float = 16.0
+    alpha: float = within(16.0, 0.001, 1024.0)
     # dropout on the LoRA input; 0 because a handful of pairs is to be memorised, not generalised
-    dropout: float = 0.0
+    dropout: float = within(0.0, 0.0, 0.99)
     # where LoRA goes: attention queries and values (the usual LoRA choice); on SmolLM2-135M they
     # take 8 facts from 0% to 100% closed-book
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     # passes over the pairs; 8 facts x 2 phrasings = 32 steps, 100% closed-book on SmolLM2-135M
-    epochs: int = 8
+    epochs: int = within(8, 1, 100)
     # AdamW step size for the LoRA weights (2e-3 reached 88%, 1e-3 50% in the same steps with replay)
-    learning_rate: float = 3e-3
+    learning_rate: float = within(3e-3, 1e-09, 1.0)
     # pairs per optimiser step
-    batch_size: int = 4
+    batch_size: int = within(4, 1, 256)
     # seeds LoRA initialisation and the pair order: same facts + seed -> same adapter
-    seed: int = 0
+    seed: int = within(0, 0, 4294967295)
     # fewer facts are not worth an adapter (and too little to measure accuracy on)
-    min_facts: int = 3
+    min_facts: int = within(3, 1, 10000)
     # reject the adapter when more than this share of the locality probes change their answer. Twice
     # the noise floor: in bf16, merely batching the probes or running the same base model in fp32
     # changes 5-6 of the 30 answers within 12 tokens (0.2); measured on SmolLM2-135M with 8 facts,
     # this recipe changes 0.33-0.37, without replay 1.0, with hard-label replay 0.87-0.9
-    max_changed_fraction: float = 0.4
+    max_changed_fraction: float = within(0.4, 0.0, 1.0)
     # replay anchors (agent.lora.probes.ANCHORS with the base model's answers) per fact pair in each step;
     # their KL to the base model keeps unrelated answers in place (0 = no replay; see agent/lora/probes.py)
-    replay: float = 4.0
+    replay: float = within(4.0, 0.0, 10.0)
     # weight of that KL term against the fact pairs' cross-entropy (1: 26/30 probes changed, 20: 11/30)
-    locality_weight: float = 20.0
+    locality_weight: float = within(20.0, 0.0, 1000.0)
     # question phrasings per fact trained on (1..MAX_PHRASINGS); the first is the closed-book test
     # question, the next untrained one (if any) measures whether other wordings are answered too
     phrasings: int = 2
     # a probe counts as changed when its first this-many generated tokens differ
-    probe_tokens: int = 12
+    probe_tokens: int = within(12, 1, 256)
     # generation cap for closed-book answers (an answer is one short sentence)
-    answer_tokens: int = 24
+    answer_tokens: int = within(24, 1, 256)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        checks = (
-            (1 <= self.rank <= 256, f"rank={self.rank} must be in 1..256"),
-            (0 < self.alpha <= 1024, f"alpha={self.alpha} must be in (0, 1024]"),
-            (0 <= self.dropout < 1, f"dropout={self.dropout} must be in [0, 1)"),
-            (1 <= self.epochs <= 100, f"epochs={self.epochs} must be in 1..100"),
-            (0 < self.learning_rate <= 1, f"learning_rate={self.learning_rate} must be in (0, 1]"),
-            (1 <= self.batch_size <= 256, f"batch_size={self.batch_size} must be in 1..256"),
-            (0 <= self.seed < 2**32, f"seed={self.seed} must be in 0..2**32-1"),
-            (1 <= self.min_facts <= 10_000, f"min_facts={self.min_facts} must be in 1..10000"),
-            (0 <= self.max_changed_fraction <= 1, f"max_changed_fraction={self.max_changed_fraction} must be in [0, 1]"),
-            (0 <= self.replay <= 10, f"replay={self.replay} must be in 0..10"),
-            (0 <= self.locality_weight <= 1000, f"locality_weight={self.locality_weight} must be in 0..1000"),
-            (1 <= self.phrasings <= MAX_PHRASINGS, f"phrasings={self.phrasings} must be in 1..{MAX_PHRASINGS}"),
-            (1 <= self.probe_tokens <= 256, f"probe_tokens={self.probe_tokens} must be in 1..256"),
-            (1 <= self.answer_tokens <= 256, f"answer_tokens={self.answer_tokens} must be in 1..256"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise BadInputError(message)
+        check(self)  # every within() field in its range
+        if not 1 <= self.phrasings <= MAX_PHRASINGS:
+            raise BadInputError(f"LearnConfig.phrasings={self.phrasings!r} is invalid; give an integer in 1..{MAX_PHRASINGS}")
         if not self.target_modules:
             raise BadInputError(f"target_modules is empty; choose from {', '.join(LLAMA_PROJECTIONS)}")
         for m in self.target_modules:
