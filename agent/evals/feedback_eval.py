@@ -17,7 +17,6 @@ right when it mentions one of ``expect`` and none of ``reject``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from agent.errors import AgentError
-from agent.evals.scenario_eval import EvalConfig, Runtime, canon_fact, mentions
+from agent.evals.scenario_eval import EvalConfig, Runtime, canon_fact, mentions, run_args
 from agent.evals.grounded import Grounding, judge, support_texts
 from agent.pipeline.feedback import BAD, GOOD, FeedbackConfig
 from agent.evals.scenario import GoldTriple, ScenarioError, _list, _obj, _str, _strings, _triple, _Where
@@ -325,15 +324,7 @@ def format_report(r: FeedbackEvalReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agent.generation.llm import PACKAGED_SMOLLM
-
-    ap = argparse.ArgumentParser(prog="python -m agent.evals.feedback_eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("dialogues", type=Path, help="a dialogue .json file or a directory of them")
-    ap.add_argument("--model", default=PACKAGED_SMOLLM, help="LLM: the packaged default, a hub name or a path")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--fake", action="store_true", help="hash embedder + echo LLM: tests the harness quickly")
-    ap.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="also write the full report here")
-    ap.add_argument("--limit", type=int, metavar="N", help="run only the first N dialogues")
+    ap = run_args("python -m agent.evals.feedback_eval", __doc__, "dialogues", "dialogues")
     default = FeedbackConfig()
     ap.add_argument("--lam", type=float, default=default.target_weight,
                     help="λ: weight of the similarity to the correction")

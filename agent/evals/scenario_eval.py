@@ -79,16 +79,23 @@ def report_json(report: EvalReport) -> str:
     return json.dumps(asdict(report), indent=1, ensure_ascii=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_args(prog: str, doc: str, inputs: str, what: str) -> argparse.ArgumentParser:
+    """The options every evaluation run shares: its ``inputs`` (files or a directory of ``what``), the
+    model, the device, the fake harness, the JSON report and a limit (the feedback eval uses it too)."""
     from agent.generation.llm import PACKAGED_SMOLLM
 
-    ap = argparse.ArgumentParser(prog="python -m agent.evals.scenario_eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("scenarios", type=Path, help="a scenario .json file or a directory of them")
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    ap.add_argument(inputs, type=Path, help=f"a {what[:-1]} .json file or a directory of them")
     ap.add_argument("--model", default=PACKAGED_SMOLLM, help="LLM: the packaged default, a hub name or a path")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--fake", action="store_true", help="hash embedder + echo LLM: tests the harness quickly")
     ap.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="also write the full report here")
-    ap.add_argument("--limit", type=int, metavar="N", help="run only the first N scenarios")
+    ap.add_argument("--limit", type=int, metavar="N", help=f"run only the first N {what}")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = run_args("python -m agent.evals.scenario_eval", __doc__, "scenarios", "scenarios")
     ap.add_argument("--category", metavar="C", help=f"only one category: {', '.join(c.value for c in Category)}")
     ap.add_argument("--extractor", default="patterns", choices=["patterns", "llm"],
                     help="fact extractor: spaCy patterns (default) or LLM JSON triples")
