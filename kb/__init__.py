@@ -6,7 +6,7 @@ Public: this package (``KnowledgeBase`` and the records below), ``kb.errors``, `
 parts that own their state, and all SQL lives in ``kb.log``.
 """
 from kb.config import AddResult, KBConfig, NewEpisode, NewFact
-from kb.embeddings import Embedder, EmbedderConfig, HashEmbedder, SentenceTransformerEmbedder
+from kb.embeddings import Embedder, EmbedderConfig, HashEmbedder, Runtime, SentenceTransformerEmbedder
 from kb.errors import (ImportFormatError, IncompatibleKBError, IntegrityError, InvalidInputError, KBError,
                        KBLockedError, NotFoundError)
 from kb.facts import SHARED, Episode, Fact, Hit, Kind, Role, Source, Status
@@ -18,5 +18,5 @@ __all__ = [
     "AddResult", "Embedder", "EmbedderConfig", "Episode", "Fact", "HashEmbedder", "Hit", "HistoryEvent",
     "ImportFormatError", "IncompatibleKBError", "IndexConfig", "IndexKind", "IntegrityError",
     "InvalidInputError", "KBConfig", "KBError", "KBLockedError", "Kind", "KnowledgeBase", "NewFact",
-    "NewEpisode", "NotFoundError", "Role", "SHARED", "SentenceTransformerEmbedder", "Source", "Status",
+    "NewEpisode", "NotFoundError", "Role", "Runtime", "SHARED", "SentenceTransformerEmbedder", "Source", "Status",
 ]

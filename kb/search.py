@@ -92,9 +92,11 @@ class HybridSearcher:
             exhausted = len(ids) < min(fetch, MAX_FETCH)
             if len(ranked) >= k or exhausted:
                 return ranked
-            if fetch >= MAX_FETCH or len(ranked) * MAX_FETCH < k * len(ids):
+            if fetch >= MAX_FETCH or (len(ranked) + 1) * MAX_FETCH < k * len(ids):
                 # at this survival rate even MAX_FETCH would not yield k (a facts-only search in a KB
-                # of mostly episodes): scan the visible rows at once instead of widening in vain
+                # of mostly episodes): scan the visible rows at once instead of widening in vain. The
+                # rate is smoothed (+1): none surviving the first fetch is weak evidence when the
+                # nearest rows are all of the other kind (the conversation itself, near its question)
                 return self._exact_scan(qv, k, scope, kinds)
             fetch *= 4
 

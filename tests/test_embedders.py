@@ -21,14 +21,21 @@ def minilm():
         mp.undo()
 
 
-@pytest.fixture(params=["hash", pytest.param("minilm", marks=pytest.mark.integration)])
+@pytest.fixture(scope="module")
+def minilm_torch():
+    """The same model with every forward pass in torch (the default sends small batches to ONNX Runtime)."""
+    return SentenceTransformerEmbedder(EmbedderConfig(device="cpu", runtime="torch"))
+
+
+@pytest.fixture(params=["hash", pytest.param("minilm", marks=pytest.mark.integration),
+                        pytest.param("minilm_torch", marks=pytest.mark.integration)])
 def backend(request):
     """(embedder, expected dim, similarity triple (anchor, near, far), atol for query/document equality)."""
     if request.param == "hash":
         # the hash fake measures shared words, so 'near' shares words with the anchor
         return (HashEmbedder(dim=64), 64,
                 ("Alice lives in Paris", "Alice lives in Paris, France", "The stock market fell sharply"), 1e-6)
-    return (request.getfixturevalue("minilm"), 384,
+    return (request.getfixturevalue(request.param), 384,
             ("Alice lives in Paris", "Where does Alice live?", "The stock market fell"), 1e-3)
 
 
@@ -158,6 +165,56 @@ class TestEmbedderConfig:
         missing = tmp_path / "no-such-model"
         with pytest.raises(NotFoundError, match="no-such-model"):
             SentenceTransformerEmbedder(EmbedderConfig(model=str(missing), device="cpu"))
+
+
+class TestRuntime:
+    @pytest.mark.parametrize("runtime", ["tensorrt", "ONNX", ""])
+    def test_unknown_runtime_is_named_with_the_valid_ones(self, runtime):
+        with pytest.raises(InvalidInputError, match=re.escape(repr(runtime)) + ".*auto, torch, onnx"):
+            EmbedderConfig(runtime=runtime)
+
+    @pytest.mark.parametrize("n", [-1, 2.5, "8"])
+    def test_bad_onnx_max_batch_is_named(self, n):
+        with pytest.raises(InvalidInputError, match=re.escape(f"onnx_max_batch={n!r}")):
+            EmbedderConfig(onnx_max_batch=n)
+
+    def test_only_transformer_plus_mean_or_cls_pooling_is_exported(self):
+        from kb.onnx_encoder import pooling_of
+
+        def model(*mods):
+            return [type(name, (), {"get_config_dict": lambda self, c=cfg: c})() for name, cfg in mods]
+
+        assert pooling_of(model(("Transformer", {}), ("Pooling", {"pooling_mode": "mean"}), ("Normalize", {}))) == "mean"
+        assert pooling_of(model(("Transformer", {}), ("Pooling", {"pooling_mode_cls_token": True}))) == "cls"
+        assert pooling_of(model(("Transformer", {}), ("Pooling", {"pooling_mode": "max"}))) is None
+        assert pooling_of(model(("Transformer", {}), ("Pooling", {"pooling_mode": "mean"}), ("Dense", {}))) is None
+        assert pooling_of(model(("CLIPModel", {}),)) is None
+
+    @pytest.mark.integration
+    def test_onnx_runtime_gives_torchs_vectors(self, minilm, minilm_torch):
+        """Small batches run in ONNX Runtime on the CPU, with torch's vectors (truncation included)."""
+        from kb.embeddings import Runtime
+
+        assert minilm.runtime is Runtime.ONNX and minilm_torch.runtime is Runtime.TORCH
+        texts = ["ok", "Where does my sister live?", "ünïcødé 東京 🙂", "word " * 600,
+                 "I adopted a rescue greyhound last week, his name is Biscuit."] * 2
+        for n in (1, 2, 8, 9, 10):  # 9 and 10 pass onnx_max_batch: torch
+            np.testing.assert_allclose(minilm.embed_documents(texts[:n]), minilm_torch.embed_documents(texts[:n]),
+                                       atol=1e-5)
+
+    @pytest.mark.integration
+    def test_export_is_cached_and_a_damaged_cache_is_rebuilt(self, minilm, minilm_torch):
+        from kb.embeddings import Runtime
+
+        path = minilm._onnx.path
+        before = path.stat().st_mtime_ns
+        again = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
+        assert again._onnx.path == path and path.stat().st_mtime_ns == before  # read, not exported again
+        path.write_bytes(b"not an onnx file")
+        rebuilt = SentenceTransformerEmbedder(EmbedderConfig(device="cpu", runtime="onnx"))
+        assert rebuilt.runtime is Runtime.ONNX
+        np.testing.assert_allclose(rebuilt.embed_query("Where do I live?"), minilm_torch.embed_query("Where do I live?"),
+                                   atol=1e-5)
 
 
 class TestHashEmbedder:

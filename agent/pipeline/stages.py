@@ -128,7 +128,7 @@ class TurnPipeline:
             profile = self.profile(session, u)
             question, found = evidence.records(self.kb, session.user, profile, self.adapter_active, u.text,
                                                turn, memories, self.asked_form(profile, u.text, turn))
-            plan = support.plan(question, found, self.tracker.nlp, self.support_config)
+            plan = support.plan(question, found, self.tracker.nlp, self.support_config, doc=u.doc)
             if plan.action is not support.Action.ANSWER:
                 used, snips = [], []
         return Recalled(tuple(memories), tuple(used), tuple(snips), plan, time.perf_counter() - r0)
