@@ -1,4 +1,4 @@
-"""IndexKeeper: keeps the FAISS index consistent with the log (verify, repair, rebuild, compact, save)."""
+"""IndexKeeper: keeps the FAISS indexes (one per kind) consistent with the log (verify, repair, rebuild, compact, save)."""
 from __future__ import annotations
 
 import logging
@@ -6,21 +6,28 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from kb import manifest
 from kb.facts import Kind
+from kb.files import fsync_dir
 from kb.index import VectorIndex
 from kb.log import Storage
+from kb.log import vids as vid_codes
 
 if TYPE_CHECKING:
     from kb.config import KBConfig
     from kb.embeddings import Embedder
 
 log = logging.getLogger("kgrow.kb")
-INDEX_FILE = "index.faiss"
+#: one FAISS index per kind (format 3): a search for episodes never scans facts and the other way
+#: round, so the log's visibility filter keeps most of what the index returns
+INDEX_FILES = {Kind.FACT: "index-fact.faiss", Kind.EPISODE: "index-episode.faiss"}
+#: formats 1 and 2 kept facts and episodes in this one file; opening for writing splits it
+LEGACY_INDEX_FILE = "index.faiss"
 
 
 @dataclass(frozen=True)
@@ -30,55 +37,69 @@ class VerifyReport:
     ok: bool
     facts: int  # rows in the log, every status
     episodes: int
-    indexed: int  # vectors in the index
-    missing: int  # log rows the index lacks (searchable only by keyword until repaired)
+    indexed: int  # vectors in the indexes
+    missing: int  # log rows the indexes lack (searchable only by keyword until repaired)
     unknown: int  # index ids the log does not know (would be dropped)
-    tombstones: int  # forgotten rows still in the index (filtered at search time)
+    tombstones: int  # forgotten rows still in an index (filtered at search time)
     problems: tuple[str, ...] = field(default=())
 
 
 class IndexKeeper:
-    """Owns the in-memory index, its file, and the policy of when to save, repair and compact it."""
+    """Owns the in-memory indexes (one per kind), their files, and the policy of when to save, repair
+    and compact them."""
 
     def __init__(self, directory: Path, db: Storage, dim: int, config: "KBConfig"):
-        self.path = directory / INDEX_FILE
+        self.directory = directory
         self.db = db
         self.dim = dim
         self.config = config
         self.report: list[str] = []
-        self._unsaved = 0
-        self._dead = 0  # forgotten vectors still held by an HNSW index (filtered at search time)
+        self._unsaved = dict.fromkeys(Kind, 0)
+        self._dead = dict.fromkeys(Kind, 0)  # forgotten vectors still held by an HNSW index
         self._pending: list | None = None  # inside deferred(): (method, argument) to apply at its end
-        self.index = self._load_or_rebuild()
+        legacy = directory / LEGACY_INDEX_FILE
+        split = legacy.exists() and not all((directory / INDEX_FILES[k]).exists() for k in Kind)
+        if split:
+            log.info("splitting the vector index of %s by kind", directory)
+            print(f"kgrow: splitting the vector index of {directory} into one index per kind (format "
+                  f"{manifest.FORMAT_VERSION}); rebuilding them from the log", file=sys.stderr)
+        self.indexes = {k: self._load_or_rebuild(k, split) for k in Kind}
+        if legacy.exists() and not db.read_only:
+            self.save()  # the per-kind files first: a crash before the unlink only repeats this
+            legacy.unlink()
+            fsync_dir(directory)
 
     # ------------------------------------------------------------------ open-time verification
 
-    def _load_or_rebuild(self) -> VectorIndex:
-        if not self.path.exists():
-            if self.db.max_vector_id():
-                self._tell(f"vector index {self.path.name} is missing; rebuilding it from the log")
-                return self._build()
+    def _load_or_rebuild(self, kind: Kind, upgrading: bool) -> VectorIndex:
+        path = self.directory / INDEX_FILES[kind]
+        if not path.exists():
+            if upgrading:
+                return self._build(kind)
+            if len(self.db.vector_ids(include_forgotten=True, kind=kind)):
+                self._tell(f"vector index {path.name} is missing; rebuilding it from the log")
+                return self._build(kind)
             return VectorIndex(self.dim, self.config.index)
         try:
-            index = VectorIndex.load(self.path, self.dim, self.config.index)
+            index = VectorIndex.load(path, self.dim, self.config.index)
         except (RuntimeError, ValueError) as e:
-            self._tell(f"vector index {self.path.name} is unreadable ({str(e).splitlines()[0][:120]}); rebuilding")
-            return self._build()
-        want = self.db.vector_ids()
+            self._tell(f"vector index {path.name} is unreadable ({str(e).splitlines()[0][:120]}); rebuilding")
+            return self._build(kind)
+        want = self.db.vector_ids(kind=kind)
         have = index.ids()
-        known = self.db.vector_ids(include_forgotten=True)
+        known = self.db.vector_ids(include_forgotten=True, kind=kind)
         unknown = np.setdiff1d(have, known, assume_unique=True)
         missing = np.setdiff1d(want, have, assume_unique=True)
         if len(unknown) or len(missing) > max(1000, len(want) // 2):
-            self._tell(f"vector index disagrees with the log ({len(missing)} missing, {len(unknown)} unknown ids); "
-                       "rebuilding it from the log")
-            return self._build()
+            self._tell(f"vector index {path.name} disagrees with the log ({len(missing)} missing, {len(unknown)} "
+                       "unknown ids); rebuilding it from the log")
+            return self._build(kind)
         if len(missing):
-            self._tell(f"vector index lags the log by {len(missing)} vectors (last session ended before saving); "
-                       "adding them from the log")
-            self._add_from_log(index, missing)
-            self._unsaved += len(missing)
-        self._dead = len(have) - (len(want) - len(missing))  # forgotten rows still in the index
+            self._tell(f"vector index {path.name} lags the log by {len(missing)} vectors (last session ended "
+                       "before saving); adding them from the log")
+            self._add_from_log(index, missing, kind)
+            self._unsaved[kind] += len(missing)
+        self._dead[kind] = len(have) - (len(want) - len(missing))  # forgotten rows still in the index
         return index
 
     def _tell(self, msg: str) -> None:
@@ -91,18 +112,19 @@ class IndexKeeper:
         return tqdm(total=total, desc=desc, unit="vec", disable=not self.config.show_progress or total < 2000,
                     file=sys.stderr, leave=False)
 
-    def _add_from_log(self, index: VectorIndex, vids: np.ndarray | None) -> None:
-        total = len(vids) if vids is not None else len(self.db.vector_ids())
-        with self._bar(total, "indexing") as bar:
-            for ids, vecs in self.db.iter_vectors(self.dim, vids):
+    def _add_from_log(self, index: VectorIndex, vids: np.ndarray | None, kind: Kind) -> None:
+        total = len(vids) if vids is not None else len(self.db.vector_ids(kind=kind))
+        with self._bar(total, f"indexing {kind.value}s") as bar:
+            for ids, vecs in self.db.iter_vectors(self.dim, vids, kind=kind):
                 index.add(ids, vecs)
                 bar.update(len(ids))
 
-    def _build(self) -> VectorIndex:
-        n = len(self.db.vector_ids())
+    def _build(self, kind: Kind) -> VectorIndex:
+        n = len(self.db.vector_ids(kind=kind))
         index = VectorIndex(self.dim, self.config.index, hnsw=VectorIndex(self.dim, self.config.index).wants_hnsw(n))
-        self._add_from_log(index, None)
-        self._unsaved += max(1, n)
+        self._add_from_log(index, None, kind)
+        self._unsaved[kind] += max(1, n)
+        self._dead[kind] = 0
         return index
 
     # ------------------------------------------------------------------ runtime
@@ -132,9 +154,10 @@ class IndexKeeper:
             return
         ids = np.array([v for v, _ in new_vecs], dtype=np.int64)
         vecs = np.stack([x for _, x in new_vecs]).astype(np.float32)  # (n, dim)
-        self.index.add(ids, vecs)
-        self._unsaved += len(ids)
-        if self._unsaved >= self.config.save_every and not self.db.read_only:
+        for kind, mine in self._by_kind(ids):
+            self.indexes[kind].add(ids[mine], vecs[mine])
+            self._unsaved[kind] += int(mine.sum())
+        if sum(self._unsaved.values()) >= self.config.save_every and not self.db.read_only:
             self.save()
 
     def tombstone(self, vids: np.ndarray) -> None:
@@ -144,36 +167,61 @@ class IndexKeeper:
         if self._pending is not None:
             self._pending.append((self.tombstone, vids))
             return
-        self.index.remove(vids)
-        self._unsaved += len(vids)
-        n = len(self.index)
-        if n and self.index.is_hnsw:
-            self._dead += len(vids)  # counted at open, then kept up to date: O(1) per forget
-            if self._dead / n >= self.config.index.compact_ratio:
-                self.rebuild()
+        for kind, mine in self._by_kind(vids):
+            index = self.indexes[kind]
+            index.remove(vids[mine])
+            self._unsaved[kind] += int(mine.sum())
+            n = len(index)
+            if n and index.is_hnsw:
+                self._dead[kind] += int(mine.sum())  # counted at open, then kept up to date: O(1) per forget
+                if self._dead[kind] / n >= self.config.index.compact_ratio:
+                    self.indexes[kind] = self._build(kind)
+                    self.save()
+
+    @staticmethod
+    def _by_kind(ids: np.ndarray):
+        """(kind, mask) for each kind that has ids among ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        for kind in Kind:
+            mine = vid_codes.of_kind(ids, kind)
+            if mine.any():
+                yield kind, mine
 
     def catch_up(self) -> None:
         """Read-only openers: index vectors that a concurrent writer committed since we loaded."""
         top = self.db.max_vector_id()
         if top <= getattr(self, "_seen_top", 0):
             return
-        missing = np.setdiff1d(self.db.vector_ids(), self.index.ids(), assume_unique=True)
-        if len(missing):
-            self._add_from_log(self.index, missing)
+        for kind, index in self.indexes.items():
+            missing = np.setdiff1d(self.db.vector_ids(kind=kind), index.ids(), assume_unique=True)
+            if len(missing):
+                self._add_from_log(index, missing, kind)
         self._seen_top = top
 
+    def nearest(self, query: np.ndarray, n: int, kinds: Sequence[Kind]) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` nearest vectors of these kinds: (scores, vector ids), best first. Several kinds are
+        merged by score, as one index holding them all would rank them."""
+        found = [self.indexes[k].search(query, n) for k in Kind if k in kinds]
+        if len(found) == 1:
+            return found[0]
+        scores = np.concatenate([s for s, _ in found])
+        ids = np.concatenate([i for _, i in found])
+        best = np.argsort(-scores, kind="stable")[:n]
+        return scores[best], ids[best]
+
     def save(self) -> None:
-        if self.db.read_only or self._unsaved == 0:
+        if self.db.read_only:
             return
-        self.index.save(self.path)
-        self._unsaved = 0
+        for kind, index in self.indexes.items():
+            if self._unsaved[kind]:
+                index.save(self.directory / INDEX_FILES[kind])
+                self._unsaved[kind] = 0
 
     def rebuild(self) -> int:
-        self.index = self._build()
-        self._dead = 0
+        self.indexes = {k: self._build(k) for k in Kind}
         if not self.db.read_only:
             self.save()
-        return len(self.index)
+        return self.size
 
     def reembed(self, embedder: "Embedder") -> None:
         """Recompute every stored vector with ``embedder`` (after a model change), in one transaction."""
@@ -193,15 +241,20 @@ class IndexKeeper:
     @property
     def size(self) -> int:
         """Vectors held (tombstones of an HNSW index included)."""
-        return len(self.index)
+        return sum(len(i) for i in self.indexes.values())
 
     @property
     def index_kind(self) -> str:
-        return self.index.kind_name
+        """"hnsw" when any index is approximate, else "flat"."""
+        return "hnsw" if any(i.is_hnsw for i in self.indexes.values()) else "flat"
+
+    def ids(self) -> np.ndarray:
+        """Sorted int64 ids held by the indexes."""
+        return np.sort(np.concatenate([i.ids() for i in self.indexes.values()]))
 
     def storage_order(self) -> np.ndarray:
-        """The vector ids in the order the index stores them (faiss breaks score ties by it)."""
-        return self.index.storage_ids()
+        """The vector ids in the order the indexes store them, facts first (faiss breaks score ties by it)."""
+        return np.concatenate([self.indexes[k].storage_ids() for k in Kind])
 
     # ------------------------------------------------------------------ verification
 
@@ -212,14 +265,16 @@ class IndexKeeper:
             self.catch_up()
         want = self.db.vector_ids()
         known = self.db.vector_ids(include_forgotten=True)
-        have = self.index.ids()
+        have = self.ids()
         missing = np.setdiff1d(want, have, assume_unique=True)
-        unknown = np.setdiff1d(have, known, assume_unique=True)
+        # an id is unknown when the log lacks it, or holds it as a row of the other kind
+        unknown = sum(len(np.setdiff1d(index.ids(), known[vid_codes.of_kind(known, kind)], assume_unique=True))
+                      for kind, index in self.indexes.items())
         tomb = np.intersect1d(have, np.setdiff1d(known, want, assume_unique=True), assume_unique=True)
         if len(missing):
             problems.append(f"{len(missing)} log rows are missing from the vector index (run `kgrow kb rebuild`)")
-        if len(unknown):
-            problems.append(f"{len(unknown)} index ids are unknown to the log (run `kgrow kb rebuild`)")
+        if unknown:
+            problems.append(f"{unknown} index ids are unknown to the log (run `kgrow kb rebuild`)")
         chk = self.db.integrity(self.dim)
         if chk.quick_check != "ok":
             problems.append(f"SQLite quick_check: {chk.quick_check}")
@@ -233,5 +288,5 @@ class IndexKeeper:
             problems.append(f"single-valued relations with several current values: {chk.multi_valued}")
         if chk.bad_links:
             problems.append(f"{chk.bad_links} sources point at episodes that do not exist")
-        return VerifyReport(not problems, counts["facts"], counts["episodes"], len(have), len(missing), len(unknown),
+        return VerifyReport(not problems, counts["facts"], counts["episodes"], len(have), len(missing), unknown,
                             len(tomb), tuple(problems))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from kb.embeddings import Embedder
 
 #: format of the directory layout this software writes
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 
 
@@ -37,8 +37,15 @@ def _v2_written_by(raw: dict) -> dict:
     return {**raw, "written_by": "kgrow (format 1)", "format_version": 2}
 
 
+def _v3_index_per_kind(raw: dict) -> dict:
+    """Format 3 keeps one vector index file per kind (kb.maintenance.INDEX_FILES) instead of one
+    ``index.faiss`` for facts and episodes; the index keeper splits the old file when it finds it.
+    The manifest's fields are unchanged: the version says which layout the directory has."""
+    return {**raw, "format_version": 3}
+
+
 #: STEPS[n] turns a format n+1 manifest dict into format n+2 (format 1 is the first released)
-STEPS: tuple[Callable[[dict], dict], ...] = (_v2_written_by,)
+STEPS: tuple[Callable[[dict], dict], ...] = (_v2_written_by, _v3_index_per_kind)
 
 
 @dataclass(frozen=True)

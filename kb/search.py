@@ -76,7 +76,7 @@ class HybridSearcher:
 
     def __init__(self, log: Storage, keeper: IndexKeeper, rrf_k: int):
         self.log = log
-        self.keeper = keeper  # its .index may be replaced by a rebuild or compaction
+        self.keeper = keeper  # its indexes may be replaced by a rebuild or compaction
         self.rrf_k = rrf_k
 
     # ------------------------------------------------------------------ retrievers
@@ -85,7 +85,7 @@ class HybridSearcher:
         """[(vector id, cosine)] best first, after scope filtering; widens the fetch until k survive."""
         fetch = max(4 * k, 32)
         while True:
-            scores, ids = self.keeper.index.search(qv, min(fetch, MAX_FETCH))
+            scores, ids = self.keeper.nearest(qv, min(fetch, MAX_FETCH), kinds)
             kept = self._visible(ids, scope, kinds)
             mask = np.isin(ids, np.fromiter(kept, dtype=np.int64, count=len(kept)))
             ranked = list(zip(ids[mask].tolist(), scores[mask].tolist()))

@@ -662,12 +662,13 @@ class TestDirectory:
         finally:
             kb.close()
 
+    @pytest.mark.parametrize("which", ["index-fact.faiss", "index-episode.faiss"])
     @pytest.mark.parametrize("damage", ["delete", "garbage", "truncate", "empty"])
-    def test_damaged_index_is_rebuilt_on_open(self, kb, embedder, damage):
+    def test_damaged_index_is_rebuilt_on_open(self, kb, embedder, damage, which):
         self._fill(kb)
         before = self._observe(kb)
         kb.close()
-        index = kb.path / "index.faiss"
+        index = kb.path / which
         if damage == "delete":
             index.unlink()
         elif damage == "garbage":
@@ -679,7 +680,7 @@ class TestDirectory:
         kb = KnowledgeBase.open(kb.path, embedder=embedder, config=QUIET)
         try:
             report = " ".join(kb.open_report)
-            assert "rebuild" in report and "index.faiss" in report
+            assert "rebuild" in report and which in report
             assert self._observe(kb) == before
             rep = kb.verify()
             assert rep.ok and rep.missing == 0 and rep.unknown == 0
@@ -691,18 +692,22 @@ class TestDirectory:
 
     def test_index_that_lags_the_log_is_caught_up(self, kb, embedder, tmp_path):
         kb.add_facts([NewFact(f"Person{i}", "likes", f"hobby{i}", user="u") for i in range(10)])
+        kb.add_episode("Person1 told me about hobby1", user="u")
         kb.save()
-        stale = tmp_path / "stale.faiss"
-        shutil.copy(kb.path / "index.faiss", stale)
+        stale = {name: tmp_path / name for name in ("index-fact.faiss", "index-episode.faiss")}
+        for name, copy in stale.items():
+            shutil.copy(kb.path / name, copy)
         kb.add_facts([NewFact(f"Person{i}", "likes", f"sport{i}", user="u") for i in range(10, 25)])
         kb.add_episode("Person12 told me about sport12", user="u")
         kb.forget(kb.facts(entity="person3")[0].id)  # forgotten after the stale copy was taken
         before = self._observe_simple(kb)
         kb.close()
-        shutil.copy(stale, kb.path / "index.faiss")  # as if the process died before saving
+        for name, copy in stale.items():
+            shutil.copy(copy, kb.path / name)  # as if the process died before saving
         kb = KnowledgeBase.open(kb.path, embedder=embedder, config=QUIET)
         try:
-            assert any("lags the log by 16" in line for line in kb.open_report), kb.open_report
+            assert any("index-fact.faiss lags the log by 15" in line for line in kb.open_report), kb.open_report
+            assert any("index-episode.faiss lags the log by 1" in line for line in kb.open_report), kb.open_report
             assert self._observe_simple(kb) == before
             rep = kb.verify()
             assert rep.ok and rep.missing == 0 and rep.unknown == 0
@@ -721,7 +726,7 @@ class TestDirectory:
         kb.add_facts([NewFact(f"Person{i}", "likes", f"hobby{i}", user="u") for i in range(5)])
         before = search_fingerprint(kb, ["Person1 hobby1"])
         kb.close()
-        shutil.copy(tmp_path / "other" / "index.faiss", kb.path / "index.faiss")
+        shutil.copy(tmp_path / "other" / "index-fact.faiss", kb.path / "index-fact.faiss")
         with KnowledgeBase.open(kb.path, embedder=embedder, config=QUIET) as kb2:
             assert any("disagrees" in line for line in kb2.open_report)
             assert search_fingerprint(kb2, ["Person1 hobby1"]) == before
@@ -730,9 +735,9 @@ class TestDirectory:
     def test_index_is_saved_periodically_without_close(self, kb_path, embedder):
         kb = KnowledgeBase.open(kb_path, embedder=embedder, config=KBConfig(save_every=10, show_progress=False))
         try:
-            assert not (kb_path / "index.faiss").exists()
+            assert not (kb_path / "index-fact.faiss").exists()
             kb.add_facts([NewFact(f"P{i}", "likes", f"h{i}", user="u") for i in range(12)])
-            assert (kb_path / "index.faiss").exists()
+            assert (kb_path / "index-fact.faiss").exists()
         finally:
             kb.close()
 

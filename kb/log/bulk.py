@@ -52,11 +52,11 @@ class BulkMixin:
 
     # ----------------------------------------------------------------- vectors
 
-    def vector_ids(self, include_forgotten: bool = False) -> np.ndarray:
-        """All vector ids the index should hold (sorted int64)."""
+    def vector_ids(self, include_forgotten: bool = False, kind: Kind | None = None) -> np.ndarray:
+        """All vector ids the index should hold (sorted int64); of one ``kind`` when given."""
         cond = "" if include_forgotten else " WHERE status!='forgotten'"
         parts = [vids.encode_many(k, [r[0] for r in self.db.execute(f"SELECT vid FROM {t}{cond}")])
-                 for k, t in _TABLE.items()]
+                 for k, t in _TABLE.items() if kind in (None, k)]
         return np.sort(np.concatenate(parts))
 
     def max_vector_id(self) -> int:
@@ -68,24 +68,27 @@ class BulkMixin:
                 top = max(top, vids.encode(k, rowid))
         return top
 
-    def iter_vectors(self, dim: int, vector_ids: np.ndarray | None = None,
-                     batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids (n,), vectors (n, dim)) of stored vectors: of ``vector_ids``, or every one not forgotten."""
+    def iter_vectors(self, dim: int, vector_ids: np.ndarray | None = None, batch: int = 10_000,
+                     kind: Kind | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids (n,), vectors (n, dim)) of stored vectors: of ``vector_ids``, or every one not
+        forgotten (of one ``kind`` when given)."""
         if vector_ids is not None:
             for chunk in chunks(list(map(int, vector_ids)), 900):
                 rows: list[tuple[int, bytes]] = []
-                for kind, rowids in zip(_TABLE, vids.partition(chunk)):
+                for k, rowids in zip(_TABLE, vids.partition(chunk)):
                     if rowids:
-                        rows += [(vids.encode(kind, r), b) for r, b in self.db.execute(
-                            f"SELECT vid, vector FROM {_TABLE[kind]} WHERE vid IN ({','.join('?' * len(rowids))})",
+                        rows += [(vids.encode(k, r), b) for r, b in self.db.execute(
+                            f"SELECT vid, vector FROM {_TABLE[k]} WHERE vid IN ({','.join('?' * len(rowids))})",
                             rowids)]
                 if rows:
                     yield _stack(rows, dim)
             return
-        for kind, table in _TABLE.items():
+        for k, table in _TABLE.items():
+            if kind not in (None, k):
+                continue
             cur = self.db.execute(f"SELECT vid, vector FROM {table} WHERE status!='forgotten' ORDER BY vid")
             while rows := cur.fetchmany(batch):
-                yield _stack([(vids.encode(kind, r), b) for r, b in rows], dim)
+                yield _stack([(vids.encode(k, r), b) for r, b in rows], dim)
 
     def texts(self, kind: Kind) -> list[tuple[int, str]]:
         """(vector id, text) of every row of one kind, any status."""
