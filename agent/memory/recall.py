@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from agent.memory.ranker import Scoring, minmax, features, load
+from agent.errors import BadInputError
 from agent.validation import check, within
 from kb import Episode, Fact, Hit, KnowledgeBase, Kind, Role
 from kb.errors import KBError
@@ -60,6 +62,11 @@ class RecallConfig:
     candidates: int = within(100, 1, 1000)
     # facts compete with episodes in the joint search (else only the fact retriever's facts come in)
     search_facts: bool = True
+    # LEARNED: the packaged logistic regression over each candidate's features (agent/memory/ranker.py;
+    # grouped cross-validation on the dev split in the README); HAND: the convex fusion below
+    scoring: Scoring = Scoring.HAND
+    # weights for LEARNED other than the packaged ones (a JSON file bench/train_ranker.py writes)
+    ranker_path: str | None = None
     # share of the dense (MiniLM cosine) score in the convex fusion with BM25, both min-max normalised
     # over the candidates; the middle of a plateau (0.5..0.7) on the dev split, where it beat
     # reciprocal-rank fusion by 3 points of any@5 (README, memory ablation)
@@ -89,7 +96,14 @@ class RecallConfig:
     snippet_chars: int = within(300, 40, 100000)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scoring", Scoring.parse(self.scoring))
         check(self)  # every within() field in its range
+        if self.ranker_path is not None and not isinstance(self.ranker_path, str):
+            raise BadInputError(f"ranker_path={self.ranker_path!r} is invalid; give a path to a JSON file or None")
+
+
+#: the learned ranker's best candidate scores this (see Recaller._fuse)
+_LEARNED_TOP = 1.5
 
 
 def fact_memory(f: Fact, score: float, why: str) -> Memory:
@@ -129,7 +143,7 @@ class Recaller:
                                   as_of=now, kinds=kinds)  # facts as they stood then; episodes said by then
         except KBError:
             hits = []
-        scored = self._fuse(hits)
+        scored = self._fuse(hits, query)
         for h, score in zip(hits, scored):
             if h.fact is not None:
                 offer(fact_memory(h.fact, score, "search"))
@@ -154,15 +168,22 @@ class Recaller:
                 found.setdefault(m.id, m)
         return sorted(found.values(), key=lambda m: (-m.score, m.id))[:k]
 
-    def _fuse(self, hits: Sequence[Hit]) -> list[float]:
+    def _fuse(self, hits: Sequence[Hit], query: str) -> list[float]:
         """Each hit's score: a convex combination of its dense cosine and its BM25 score, each min-max
         normalised over the candidates (a list a hit is missing from counts 0), plus a graph vote,
         times the speaker's weight. Scores keep how far apart hits are, which ranks throw away: on the
         dev split a first place in one list with nothing in the other no longer outranks a hit both
         lists rate well (Bruch et al. 2022 found the same against reciprocal-rank fusion)."""
         cfg = self.config
-        dense = _minmax([h.vector_score for h in hits])
-        bm25 = _minmax([h.keyword_score for h in hits])
+        if cfg.scoring is Scoring.LEARNED:
+            if not hits:
+                return []
+            z = load(cfg.ranker_path).logit(features(hits, query))
+            # min-max onto the hand fusion's scale (its best human turn scores about 1.5): the fact
+            # retriever's walk and the supersession factor below add and multiply in those units
+            return [v * _LEARNED_TOP for v in minmax(z.tolist())]
+        dense = minmax([h.vector_score for h in hits])
+        bm25 = minmax([h.keyword_score for h in hits])
         out = []
         for h, d, b in zip(hits, dense, bm25):
             s = cfg.dense_share * d + (1.0 - cfg.dense_share) * b
@@ -216,16 +237,6 @@ class Recaller:
                 if e.id != m.id and (now is None or e.time <= now):
                     out.append(episode_memory(e, m.score * cfg.neighbour_weight, f"neighbour of {m.id}"))
         return out
-
-
-def _minmax(values: Sequence[float | None]) -> list[float]:
-    """``values`` scaled onto [0, 1] over those present; a missing value is 0."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return [0.0] * len(values)
-    lo, hi = min(present), max(present)
-    span = hi - lo
-    return [0.0 if v is None else (1.0 if span <= 0 else (v - lo) / span) for v in values]
 
 
 def _current(f: Fact, now: float | None) -> bool:
