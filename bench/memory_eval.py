@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         if name not in fields:
             ap.error(f"--set {item!r}: unknown field {name!r}; valid: {', '.join(fields)}")
-        kind = type(getattr(RecallConfig(), name))
+        default = getattr(RecallConfig(), name)
+        kind = str if default is None else type(default)  # ranker_path: a path or nothing
         args.recall[name] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
     out = run(args) if not args.speed_only else {"rows": []}
     summary = summarise(out["rows"])

@@ -4,7 +4,7 @@ Why: on CPU a single short text (a chat message, a question) costs MiniLM ~25 ms
 project's 2-core machines and ~7 ms in ONNX Runtime, with the same vectors (max abs difference
 ~3e-7). Every chat turn and every recall embeds one or two short texts, so this is the largest
 share of a turn's memory work. For long batched ingest torch is as fast or faster, so the embedder
-sends only small batches here (``EmbedderConfig.onnx_max_batch``).
+sends only short batches here (``EmbedderConfig.onnx_max_chars``).
 
 Only models ONNX can reproduce exactly are accepted: a Hugging Face transformer followed by mean or
 CLS pooling and an optional Normalize, nothing else (no Dense layers, no prompts). The export is

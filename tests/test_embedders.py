@@ -173,10 +173,10 @@ class TestRuntime:
         with pytest.raises(InvalidInputError, match=re.escape(repr(runtime)) + ".*auto, torch, onnx"):
             EmbedderConfig(runtime=runtime)
 
-    @pytest.mark.parametrize("n", [-1, 2.5, "8"])
-    def test_bad_onnx_max_batch_is_named(self, n):
-        with pytest.raises(InvalidInputError, match=re.escape(f"onnx_max_batch={n!r}")):
-            EmbedderConfig(onnx_max_batch=n)
+    @pytest.mark.parametrize("n", [-1, 2.5, "8", True])
+    def test_bad_onnx_max_chars_is_named(self, n):
+        with pytest.raises(InvalidInputError, match=re.escape(f"onnx_max_chars={n!r}")):
+            EmbedderConfig(onnx_max_chars=n)
 
     def test_only_transformer_plus_mean_or_cls_pooling_is_exported(self):
         from kb.onnx_encoder import pooling_of
@@ -196,11 +196,13 @@ class TestRuntime:
         from kb.embeddings import Runtime
 
         assert minilm.runtime is Runtime.ONNX and minilm_torch.runtime is Runtime.TORCH
-        texts = ["ok", "Where does my sister live?", "ünïcødé 東京 🙂", "word " * 600,
+        texts = ["ok", "Where does my sister live?", "ünïcødé 東京 🙂", "word " * 250,
                  "I adopted a rescue greyhound last week, his name is Biscuit."] * 2
-        for n in (1, 2, 8, 9, 10):  # 9 and 10 pass onnx_max_batch: torch
+        for n in (1, 2, 3, 4, 10):  # 1-3 go to ONNX Runtime; 4 and 10 pass onnx_max_chars: torch
             np.testing.assert_allclose(minilm.embed_documents(texts[:n]), minilm_torch.embed_documents(texts[:n]),
                                        atol=1e-5)
+        np.testing.assert_allclose(minilm.embed_query("word " * 2000), minilm_torch.embed_query("word " * 2000),
+                                   atol=1e-5)  # truncated to 256 word pieces by both
 
     @pytest.mark.integration
     def test_export_is_cached_and_a_damaged_cache_is_rebuilt(self, minilm, minilm_torch):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+
 from agent.errors import BadInputError
 from agent.language.intent import Intent, classify
 from agent.extraction.triple import ExtractionContext, Extractor, Triple
@@ -23,6 +25,8 @@ from kb.facts import to_timestamp
 ASSISTANT = "assistant"
 #: characters of a turn that are parsed for facts: a pasted document is stored whole but not parsed whole
 PARSE_CHARS = 10_000
+#: turns embedded in one pass ahead of the sessions that store them (a few sessions' worth)
+EMBED_AHEAD = 256
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,12 @@ class Ingestor:
         sessions = _group(items)
         done: list[str] = []
         new = learned = superseded = n_turns = 0
-        for sid, sturns in sessions:
+        vectors: dict[str, np.ndarray] = {}  # text -> vector, embedded ahead across sessions
+        for n, (sid, sturns) in enumerate(sessions):
             try:
-                a, b, c = self._session(sid, sturns, me, assistant)
+                if any(t.text.strip() not in vectors for t in sturns):
+                    vectors = self._embed_ahead(sessions[n:])
+                a, b, c = self._session(sid, sturns, me, assistant, vectors)
             except (BadInputError, KBError) as e:
                 if raise_errors:
                     raise BadInputError(f"session {sid!r}: {e}") from e
@@ -129,7 +136,26 @@ class Ingestor:
         return IngestReport(len(done), n_turns, new, learned, superseded, speakers,
                             _time.perf_counter() - t0, None, None, tuple(done))
 
-    def _session(self, sid: str, turns: Sequence[ChatTurn], me: str, assistant: str) -> tuple[int, int, int]:
+    def _embed_ahead(self, sessions: Sequence[tuple[str, list[ChatTurn]]]) -> dict[str, np.ndarray]:
+        """The vectors of the next sessions' turns (about EMBED_AHEAD of them), in one embedding pass:
+        sessions are written one transaction each, but embedding them one by one pads short batches
+        (the models alone embed 200 turns ~1.4x faster in one pass). Sessions already stored whole
+        (a re-run resuming) are skipped."""
+        texts: list[str] = []
+        for sid, turns in sessions:
+            if len(texts) >= EMBED_AHEAD:
+                break
+            try:
+                if len(self.kb.session_episodes(self.user, sid)) >= len(turns):
+                    continue
+            except KBError:  # a user the KB does not know yet
+                pass
+            texts += [t.text.strip() for t in turns]
+        texts = list(dict.fromkeys(texts))
+        return dict(zip(texts, self.kb.episode_vectors(texts))) if texts else {}
+
+    def _session(self, sid: str, turns: Sequence[ChatTurn], me: str, assistant: str,
+                 vectors: dict[str, np.ndarray]) -> tuple[int, int, int]:
         """One session: episodes in one batch, then the facts of its human turns; (new, learned, superseded)."""
         base: float | None = None
         eps: list[NewEpisode] = []
@@ -147,7 +173,8 @@ class Ingestor:
             before = {e.id for e in self.kb.session_episodes(self.user, sid)}
         except KBError:  # a user the KB does not know yet
             before = set()
-        stored = self.kb.add_episodes(eps)
+        known = [vectors.get(t.text.strip()) for t in turns]
+        stored = self.kb.add_episodes(eps, np.stack(known) if all(v is not None for v in known) else None)
         new = sum(1 for e in stored if e.id not in before)
         facts = self._facts(eps, stored)
         learned = superseded = 0
