@@ -13,6 +13,11 @@ def within(default: Any, lo: float, hi: float) -> Any:
     return dataclasses.field(default=default, metadata={"range": (lo, hi)})
 
 
+def bounded(lo: float, hi: float) -> Any:
+    """A required config field (no default) whose value must lie in ``lo..hi``, checked like ``within``."""
+    return dataclasses.field(metadata={"range": (lo, hi)})
+
+
 def check(config: Any) -> None:
     """Raise BadInputError for the first ``within`` field of ``config`` (a dataclass) out of its range,
     naming the config, the field, the value and the valid range; call it from ``__post_init__``."""

@@ -9,6 +9,10 @@ import pytest
 from agent.answers.support import SupportConfig
 from agent.dialogue.state import StateConfig
 from agent.errors import BadInputError
+from agent.evals.fusion_eval import EvalConfig as FusionEvalConfig
+from agent.evals.probe_eval import ProbeEvalConfig
+from agent.extraction.extract import BatchConfig
+from agent.fusion.adapter import FusionConfig
 from agent.extraction.constrained import ConstrainedConfig
 from agent.extraction.llm_extractor import LLMExtractorConfig
 from agent.extraction.patterns import PatternConfig
@@ -22,8 +26,12 @@ from agent.pipeline.feedback import FeedbackConfig
 from agent.pipeline.loop import AgentConfig
 from agent.profile.profile import ProfileConfig
 
-CONFIGS = [AgentConfig, ConstrainedConfig, FeedbackConfig, LearnConfig, LLMConfig, LLMExtractorConfig, PatternConfig,
-           PromptConfig, ProfileConfig, RecallConfig, RetrievalConfig, StateConfig, SupportConfig, TrainConfig]
+CONFIGS = [AgentConfig, BatchConfig, ConstrainedConfig, FeedbackConfig, FusionConfig, FusionEvalConfig, LearnConfig,
+           LLMConfig, LLMExtractorConfig, PatternConfig, ProbeEvalConfig, PromptConfig, ProfileConfig, RecallConfig,
+           RetrievalConfig, StateConfig, SupportConfig, TrainConfig]
+#: the fields without a default, per config
+REQUIRED = {"TrainConfig": {"out_dir": "unused"},
+            "FusionConfig": {"base_model": "m", "hidden_size": 64, "embedder": "e"}}
 
 
 def _bounded(cls):
@@ -34,20 +42,20 @@ def _bounded(cls):
 def test_every_bounded_field_refuses_values_outside_its_range(cls):
     fields = _bounded(cls)
     assert fields, f"{cls.__name__} declares no bounded field"
-    required = {"out_dir": "unused"} if cls.__name__ == "TrainConfig" else {}  # its one field without a default
+    required = REQUIRED.get(cls.__name__, {})
     cls(**required)  # the defaults are valid
     for name, (lo, hi) in fields:
         integral = isinstance(lo, int) and isinstance(hi, int)
         for bad in (lo - 1, hi + 1, True, "3"):
             with pytest.raises(BadInputError) as e:
-                cls(**required, **{name: bad})
+                cls(**{**required, name: bad})
             msg = str(e.value)
             assert f"{cls.__name__}.{name}={bad!r}" in msg and f"{lo}..{hi}" in msg, msg
         for edge in (lo, hi):  # the range is inclusive (a rule relating two fields may still refuse an edge)
             try:
-                cls(**required, **{name: edge})
+                cls(**{**required, name: edge})
             except BadInputError as e:
                 assert f"{name}={edge!r} is invalid" not in str(e), str(e)
         if integral:
             with pytest.raises(BadInputError, match="an integer"):
-                cls(**required, **{name: lo + 0.5})
+                cls(**{**required, name: lo + 0.5})

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from agent.errors import BadInputError
+from agent.validation import check, within
 from agent.fusion.adapter import KnowledgeTokens
 from agent.answers.grounding import unsupported
 from agent.fusion.knowledge import KnowledgeEncoder, qa_messages
@@ -26,7 +27,7 @@ class EvalConfig:
     """What ``kgrow fusion eval`` measures."""
 
     # questions per measured cell (20% of them unanswerable)
-    questions: int = 150
+    questions: int = within(150, 5, 1_000_000)
     # the world seed must match training's so that held-out names are really held out
     world_seed: int = 0
     # eval examples are drawn with this seed (any value other than training's)
@@ -34,14 +35,13 @@ class EvalConfig:
     # distractor counts for the scaling curve (fusion only; text too where it fits the context)
     distractors: tuple[int, ...] = (1, 10, 100, 1000)
     # text conditions are measured up to this many distractors (long prompts are slow on a CPU)
-    text_max_distractors: int = 10
+    text_max_distractors: int = within(10, 0, 1_000_000)
     # knowledge-token counts for the latency / memory curve
     scaling_tokens: tuple[int, ...] = (1, 10, 100, 1000, 10000)
-    max_new_tokens: int = 12
+    max_new_tokens: int = within(12, 1, 4096)
 
     def __post_init__(self) -> None:
-        if self.questions < 5:
-            raise BadInputError(f"questions={self.questions} must be >= 5")
+        check(self)
         if any(d < 0 for d in self.distractors) or any(n < 1 for n in self.scaling_tokens):
             raise BadInputError("distractor counts must be >= 0 and token counts >= 1")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import BadInputError
+from agent.validation import check, within
 from agent.language.intent import Intent
 from agent.extraction.triple import ExtractionContext, Triple
 from kb.facts import normalize_name, normalize_relation
@@ -47,18 +48,16 @@ class ProbeEvalConfig:
 
     # every probe turn is said at this moment, so "next month" has one right answer (see README)
     turn_time: str = "2026-11-27T12:00:00+00:00"
-    throughput_turns: int = 400  # turns parsed and extracted for the turns/s figure
-    words_per_turn: int = 20  # the target is stated for 20-word turns
-    batch_size: int = 64  # nlp.pipe batch size for the throughput run
+    throughput_turns: int = within(400, 1, 10_000_000)  # turns parsed and extracted for the turns/s figure
+    words_per_turn: int = within(20, 1, 10_000)  # the target is stated for 20-word turns
+    batch_size: int = within(64, 1, 100_000)  # nlp.pipe batch size for the throughput run
 
     def __post_init__(self) -> None:
         try:
             datetime.fromisoformat(self.turn_time)
         except (TypeError, ValueError):
             raise BadInputError(f"ProbeEvalConfig.turn_time={self.turn_time!r} is not an ISO time") from None
-        for name in ("throughput_turns", "words_per_turn", "batch_size"):
-            if getattr(self, name) < 1:
-                raise BadInputError(f"ProbeEvalConfig.{name}={getattr(self, name)} must be >= 1")
+        check(self)
 
     @property
     def now(self) -> float:

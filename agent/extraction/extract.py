@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agent.errors import BadInputError
+from agent.validation import check, within
 from agent.extraction.llm_extractor import Generate, LLMExtractor, LLMExtractorConfig
 from agent.extraction.patterns import PatternConfig, PatternExtractor
 from agent.extraction.triple import ExtractionContext, Extractor, Lookup, Triple, dedupe, no_lookup
@@ -72,17 +73,14 @@ class BatchConfig:
 
     # docs per nlp.pipe batch (and per task sent to a worker): the parser's matrix products amortise
     # over a batch; past ~64 short turns the gain is small (bench/extract_bench.py)
-    batch_size: int = 64
+    batch_size: int = within(64, 1, 100_000)
     # worker processes that parse *and* extract (only triples come back, never docs); 1 works in this
     # process. More needs the "fork" start method (POSIX) and contexts that pickle (no KB lookup);
     # the agent keeps 1: forking a process that holds torch threads is not safe
-    n_process: int = 1
+    n_process: int = within(1, 1, 1024)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise BadInputError(f"BatchConfig.batch_size={self.batch_size!r} must be an int >= 1")
-        if not isinstance(self.n_process, int) or self.n_process < 1:
-            raise BadInputError(f"BatchConfig.n_process={self.n_process!r} must be an int >= 1")
+        check(self)
 
 
 def extract_many(extractor: Extractor, nlp: NLP, items: Iterable[tuple[str, ExtractionContext]],

@@ -40,6 +40,7 @@ import numpy as np
 
 from agent.choices import Choice
 from agent.errors import BadInputError, ModelLoadError
+from agent.validation import bounded, check, within
 
 FORMAT_VERSION = 1
 
@@ -59,23 +60,23 @@ class FusionConfig:
     # the base model the adapter was trained on; loading it on another model is refused
     base_model: str
     # the base model's hidden size (checked against the model at attach time)
-    hidden_size: int
+    hidden_size: int = bounded(1, 1_000_000)
     # the KB embedder whose vectors are the knowledge tokens, and their size
     embedder: str
-    embed_dim: int = 384
+    embed_dim: int = within(384, 1, 1_000_000)
     # decoder layers (0-based) that read knowledge; late-middle layers: the model still has layers
     # left to turn what it read into words, and training backpropagates through fewer layers
     layers: tuple[int, ...] = (18, 24)
     # attention heads over the knowledge tokens and their width
-    heads: int = 4
-    head_dim: int = 64
+    heads: int = within(4, 1, 1024)
+    head_dim: int = within(64, 1, 100_000)
     # width of the MLP that turns a value embedding into features the LLM can decode
-    value_hidden: int = 768
+    value_hidden: int = within(768, 1, 1_000_000)
     # mix the question's sentence embedding into the query (see the module docstring)
     query_embedding: bool = True
     # copy path: the first tokens of each value, as the LLM's own input embeddings, are added to the
     # attended output (0 disables it; see the module docstring)
-    copy_tokens: int = 4
+    copy_tokens: int = within(4, 0, 16)
     # add a learned multiple of cos(question, key) in the embedder's space to every head's score: the
     # retrieval similarity as a prior, so attention finds the asked fact from the first step
     key_prior: bool = False
@@ -85,11 +86,7 @@ class FusionConfig:
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
         if not self.layers or any(x < 0 for x in self.layers) or len(set(self.layers)) != len(self.layers):
             raise BadInputError(f"fusion layers {self.layers} must be distinct non-negative layer indices")
-        if not 0 <= self.copy_tokens <= 16:
-            raise BadInputError(f"fusion copy_tokens={self.copy_tokens} must be in 0..16")
-        for name in ("hidden_size", "embed_dim", "heads", "head_dim", "value_hidden"):
-            if getattr(self, name) < 1:
-                raise BadInputError(f"fusion {name}={getattr(self, name)} must be >= 1")
+        check(self)  # sizes and copy_tokens in their ranges
         if self.format_version != FORMAT_VERSION:
             raise ModelLoadError(f"fusion adapter format {self.format_version} is not supported; this kgrow "
                                  f"reads format {FORMAT_VERSION}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 #: the newest schema this code reads and writes; kb.migrations upgrades older databases to it
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS sources(
     note TEXT
 );
 CREATE INDEX IF NOT EXISTS sources_fact ON sources(fact_id);
+CREATE INDEX IF NOT EXISTS sources_episode ON sources(episode_id);
 CREATE TABLE IF NOT EXISTS history(
     seq INTEGER PRIMARY KEY,
     time REAL NOT NULL,

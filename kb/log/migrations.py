@@ -42,8 +42,14 @@ def _v4_scope_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS facts_scope ON facts(vid, status, user, valid_from, valid_to)")
 
 
+def _v5_sources_by_episode(db: sqlite3.Connection) -> None:
+    """An index of sources by episode: recall asks which facts each recalled turn taught (to sink a turn
+    whose facts were superseded), which read the whole sources table (22 ms a question at 200k facts)."""
+    db.execute("CREATE INDEX IF NOT EXISTS sources_episode ON sources(episode_id)")
+
+
 #: STEPS[n] upgrades schema version n+1 to n+2 (version 1 is the first released schema)
-STEPS: tuple[Step, ...] = (_v2_episode_sessions, _v3_stemmed_keywords, _v4_scope_indexes)
+STEPS: tuple[Step, ...] = (_v2_episode_sessions, _v3_stemmed_keywords, _v4_scope_indexes, _v5_sources_by_episode)
 
 
 def version(db: sqlite3.Connection) -> int:

@@ -75,7 +75,10 @@ class RowsMixin:
         or ``as_of``; oldest first."""
         where, params = [], []
         if user is not None:
-            where.append("user IN (?, '')")
+            # with an entity, its subject/object indexes find its few facts; left to itself SQLite
+            # read every fact of the user through facts_usr instead (16 ms at 100k of them, 0.02 ms
+            # this way): the unary + keeps it off the user index
+            where.append("+user IN (?, '')" if entity is not None else "user IN (?, '')")
             params.append(user)
         if entity is not None:
             where.append("(subject=? OR object=?)")
