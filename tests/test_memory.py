@@ -78,6 +78,27 @@ def test_ingest_stores_every_turn_marks_roles_and_is_idempotent(agent_factory):
     assert len(agent.kb.episodes(user="sam")) == 3
 
 
+def test_ingest_embeds_sessions_ahead_in_one_pass_and_a_rerun_embeds_nothing(agent_factory):
+    """Sessions are written one transaction each, but their turns are embedded together (a bulk
+    import pads fewer short batches); a re-run finds every session stored and embeds nothing."""
+    agent = agent_factory("sam", ScriptedLLM())
+    emb = agent.kb.embedder
+    calls: list[int] = []
+    real = emb.embed_documents
+    emb.embed_documents = lambda texts: calls.append(len(texts)) or real(texts)  # type: ignore[method-assign]
+    turns = [ChatTurn("sam", f"In session {s} I talked about topic number {i}.", T0 + s * 3600 + i, f"s{s}")
+             for s in range(3) for i in range(4)]
+    report = agent.ingest(turns, me="sam")
+    assert report.sessions == 3 and report.episodes_new == 12
+    assert calls[0] == 12  # every turn of the three sessions in the first pass
+    assert len(agent.kb.session_episodes("sam", "s2")) == 4
+    top = agent.recall("In session 1 I talked about topic number 2.", k=1)[0]
+    assert top.text == "In session 1 I talked about topic number 2." and top.kind is Kind.EPISODE
+    calls.clear()
+    again = agent.ingest(turns, me="sam")
+    assert again.episodes_new == 0 and sum(calls) == 0
+
+
 def test_recall_hides_what_was_said_after_now(agent_factory):
     agent = agent_factory("sam", ScriptedLLM())
     agent.ingest([ChatTurn("sam", "My favourite band is Muse.", T0, "s1"),
