@@ -61,6 +61,21 @@ def test_an_old_episode_does_not_outrank_the_fact_that_superseded_it(agent_facto
     assert all(berlin < i for i in paris)
 
 
+def test_a_superseded_turn_is_recalled_but_never_answers(agent_factory):
+    """The old turn stays recallable (history), marked stale, and the answer policy never cites it:
+    "My name is Kim." must not become the answer once the user said "No, my name is Lee."."""
+    agent = agent_factory("rae", ScriptedLLM(["Your name is Lee."]))
+    agent.ingest([ChatTurn("rae", "My name is Kim.", T0, "s1")], me="rae")
+    agent.ingest([ChatTurn("rae", "My name is Lee.", T0 + 86400, "s2")], me="rae")
+    top = agent.recall("What is my name?", k=10)
+    kim = [m for m in top if "Kim" in m.text]
+    assert kim and all(m.stale for m in kim if m.kind is Kind.EPISODE)
+    reply = agent.chat("What is my name?")
+    plan = reply.trace.recalled.plan
+    assert "Kim" not in plan.fallback and not any("Kim" in t for t in plan.support[:-3])
+    assert "Kim" not in reply.text
+
+
 def test_ingest_stores_every_turn_marks_roles_and_is_idempotent(agent_factory):
     agent = agent_factory("sam", ScriptedLLM())
     turns = [{"speaker": "Sam", "text": "I work at Siemens.", "time": "2023/05/30 (Tue) 23:40", "session": "a"},

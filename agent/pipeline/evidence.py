@@ -26,7 +26,8 @@ def records(kb: KnowledgeBase, user: str, profile: Profile, adapter_active: bool
             memories: Sequence[Memory], asked: str) -> tuple[Question, list[Evidence]]:
     """The plain records for ``plan``: the question (with what the dialogue state found in it) and the
     recalled ``memories`` that may support an answer: facts, and what the user said, never the
-    assistant's own replies (it may have invented them) nor the user's earlier questions."""
+    assistant's own replies (it may have invented them), the user's earlier questions, nor a turn
+    whose facts were all superseded since ("My name is Kim." after "No, my name is Lee.")."""
     me = kb.resolve(user)
     first = bool(FIRST_PERSON.search(text))  # "tell me a joke" is not about the user
     said = " ".join(m.text for m in memories if m.role != "assistant").casefold()
@@ -53,6 +54,7 @@ def records(kb: KnowledgeBase, user: str, profile: Profile, adapter_active: bool
     for m in memories:
         if m.fact is not None:
             ev.append(Evidence(m.fact.text, m.fact.relation, m.fact.subject, m.fact.object, m.score))
-        elif m.role != "assistant" and m.speaker != "assistant" and not m.text.rstrip().endswith("?") and m.text != text:
+        elif m.role != "assistant" and m.speaker != "assistant" and not m.text.rstrip().endswith("?") and m.text != text \
+                and not m.stale:  # a turn whose facts were all superseded no longer supports an answer
             ev.append(Evidence(m.text, "", "", "", m.score))
     return q, ev
