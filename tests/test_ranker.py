@@ -50,7 +50,7 @@ def test_the_weights_file_round_trips_and_refuses_other_features(tmp_path):
 
 
 def test_unknown_scoring_is_named_with_the_valid_ones():
-    with pytest.raises(BadInputError, match="'neural'.*learned, hand"):
+    with pytest.raises(BadInputError, match="scoring 'neural' is not supported; valid values: learned, hand"):
         RecallConfig(scoring="neural")
     assert RecallConfig(scoring="learned").scoring is Scoring.LEARNED
 

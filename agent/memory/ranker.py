@@ -10,7 +10,6 @@ README; the weights ship as JSON (never pickled) beside this module.
 """
 from __future__ import annotations
 
-import enum
 import json
 import math
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.choices import Choice
 from agent.errors import BadInputError
 from kb import Hit, Role
 
@@ -45,18 +45,11 @@ _ASKS_YOU = re.compile(r"(?i)\b(?:you|your)\b")
 WEIGHTS = Path(__file__).with_name("weights") / "ranker-v1.json"
 
 
-class Scoring(str, enum.Enum):
+class Scoring(Choice):
     """How recall scores its search candidates."""
 
     LEARNED = "learned"  # the packaged (or RecallConfig.ranker_path) logistic regression
     HAND = "hand"  # the convex dense/BM25 fusion with hand-set weights (RecallConfig.dense_share ...)
-
-    @classmethod
-    def parse(cls, value: "str | Scoring") -> "Scoring":
-        try:
-            return cls(value)
-        except ValueError:
-            raise BadInputError(f"unknown scoring {value!r}; valid: {', '.join(s.value for s in cls)}") from None
 
 
 def features(hits: Sequence[Hit], query: str) -> np.ndarray:
