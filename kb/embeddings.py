@@ -12,7 +12,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from kb.errors import InvalidInputError, NotFoundError
+from kb.errors import InvalidInputError, NotFoundError, choice
 
 #: the id recorded for the packaged default model (it is a path on disk, which differs per machine)
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
@@ -51,11 +51,7 @@ class Runtime(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: "str | Runtime") -> "Runtime":
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidInputError(
-                f"unknown embedder runtime {value!r}; valid: {', '.join(r.value for r in cls)}") from None
+        return choice(cls, value, "embedder runtime")
 
 
 @dataclass(frozen=True)

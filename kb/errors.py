@@ -16,6 +16,11 @@ Hierarchy (catch ``KBError`` to handle them all):
 """
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
+E = TypeVar("E", bound=enum.Enum)
+
 
 class KBError(Exception):
     """Base class of every error the knowledge base raises on purpose."""
@@ -61,3 +66,12 @@ class IntegrityError(KBError):
     """Stored data is inconsistent beyond what an automatic index rebuild can repair."""
 
     exit_code = 6
+
+
+def choice(cls: type[E], value: object, what: str, valid: str = "valid", fold: bool = False) -> E:
+    """The member of the str Enum ``cls`` that ``value`` names (a member passes through; ``fold``
+    ignores case and surrounding space), else InvalidInputError: "unknown {what} 'x'; {valid}: a, b"."""
+    try:
+        return cls(value.strip().lower() if fold and isinstance(value, str) else value)
+    except ValueError:
+        raise InvalidInputError(f"unknown {what} {value!r}; {valid}: {', '.join(m.value for m in cls)}") from None

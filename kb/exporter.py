@@ -12,7 +12,7 @@ from typing import BinaryIO, Callable, Iterator
 import networkx as nx
 import numpy as np
 
-from kb.errors import InvalidInputError, NotFoundError
+from kb.errors import InvalidInputError, NotFoundError, choice
 from kb.facts import iso
 from kb.files import write_atomic
 from kb.graph import FactGraph
@@ -59,12 +59,7 @@ class ExportFormat(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: "str | ExportFormat") -> "ExportFormat":
-        try:
-            return cls(value.strip().lower() if isinstance(value, str) else value)
-        except ValueError:
-            raise InvalidInputError(
-                f"unknown export format {value!r}; valid formats: {', '.join(f.value for f in cls)}"
-            ) from None
+        return choice(cls, value, "export format", "valid formats", fold=True)
 
 
 class Exporter:

@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from kb.errors import InvalidInputError
+from kb.errors import InvalidInputError, choice
 
 #: longest text accepted at all (characters); longer text is almost surely a mistake
 MAX_TEXT_CHARS = 1_000_000
@@ -35,12 +35,7 @@ class Kind(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: "str | Kind") -> "Kind":
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidInputError(
-                f"unknown kind {value!r}; valid kinds: {', '.join(k.value for k in cls)}"
-            ) from None
+        return choice(cls, value, "kind", "valid kinds")
 
 
 @dataclass(frozen=True)
@@ -111,11 +106,7 @@ class Role(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: "str | Role") -> "Role":
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidInputError(
-                f"unknown role {value!r}; valid roles: {', '.join(r.value for r in cls)}") from None
+        return choice(cls, value, "role", "valid roles")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from kb.errors import InvalidInputError
+from kb.errors import InvalidInputError, choice
 from kb.files import write_atomic
 
 
@@ -28,12 +28,7 @@ class IndexKind(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: "str | IndexKind") -> "IndexKind":
-        try:
-            return cls(value)
-        except ValueError:
-            raise InvalidInputError(
-                f"unknown index kind {value!r}; valid: {', '.join(k.value for k in cls)}"
-            ) from None
+        return choice(cls, value, "index kind")
 
 
 @dataclass(frozen=True)
