@@ -37,7 +37,7 @@ class EpisodeStore:
         if vectors is not None:
             vecs = np.asarray(vectors, dtype=np.float32)[todo]
         elif todo:
-            vecs = self._embedder().embed_documents([eps[i].text[:EMBED_CHARS] for i in todo])
+            vecs = self.vectors([eps[i].text for i in todo])
         else:
             vecs = np.zeros((0, dim), dtype=np.float32)
         new_vecs: list[tuple[int, np.ndarray]] = []
@@ -48,6 +48,10 @@ class EpisodeStore:
                 self._log.add_user(who, now())
         self._keeper.add(new_vecs)
         return [stored.get(e.id, e) for e in eps]
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim): the episodes' embeddings, of their stored (stripped) text cut to EMBED_CHARS."""
+        return self._embedder().embed_documents([str(t).strip()[:EMBED_CHARS] for t in texts])
 
     def get(self, episode_id: str) -> Episode:
         e = self._log.episode(episode_id) if isinstance(episode_id, str) else None

@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from kb import manifest as manifest_mod
-from kb.config import EMBED_CHARS, AddResult, KBConfig, NewEpisode, NewFact
+from kb.config import AddResult, KBConfig, NewEpisode, NewFact
 from kb.embeddings import Embedder, EmbedderConfig, SentenceTransformerEmbedder
 from kb.episodes import EpisodeStore
 from kb.errors import KBError
@@ -215,7 +215,7 @@ class KnowledgeBase:
     def episode_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim): the vectors ``add_episodes`` would compute for these texts, in one pass;
         a bulk import embeds many sessions at once with it and passes each session its rows."""
-        return self._get_embedder().embed_documents([str(t).strip()[:EMBED_CHARS] for t in texts])
+        return self._episodes.vectors(texts)
 
     def ensure_user(self, user: str) -> str:
         """Register a user (idempotent) so that searches scoped to them are valid before they say anything."""
