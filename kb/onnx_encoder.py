@@ -8,9 +8,9 @@ sends only short batches here (``EmbedderConfig.onnx_max_chars``).
 
 Only models ONNX can reproduce exactly are accepted: a Hugging Face transformer followed by mean or
 CLS pooling and an optional Normalize, nothing else (no Dense layers, no prompts). The export is
-checked against torch on probe texts before it is used; any failure leaves the embedder on torch.
+checked against torch on probe texts when it is written; any failure leaves the embedder on torch.
 The exported file is cached (``$KGROW_CACHE`` or the user cache dir), keyed by the model's config,
-its weights' size and the library versions, and written atomically.
+its weights' sums and the library versions, and written atomically.
 """
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def pooling_of(st_model: Any) -> str | None:
 class OnnxEncoder:
     """Encodes texts with the exported transformer; pooling and normalisation in numpy."""
 
-    def __init__(self, st_model: Any, threads: int, cache_dir: Path | None = None):
+    def __init__(self, st_model: Any, threads: int, reference: Any, cache_dir: Path | None = None):
+        """``reference(texts) -> vectors`` is the torch path: a fresh export must agree with it on probe
+        texts (max abs difference <= 1e-4) or it is deleted and this raises."""
         pooling = pooling_of(st_model)
         if pooling is None:
             raise InvalidInputError("this sentence-transformers model is not transformer + mean/CLS pooling; "
@@ -79,17 +81,27 @@ class OnnxEncoder:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = self._export(hf, cache_dir or cache_root())
+        path = self._path(hf, cache_dir or cache_root())
+        fresh = not path.exists()
+        if fresh:
+            self._export(hf, path)
         try:
             self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception:  # noqa: BLE001 - a damaged cached file (e.g. a disk filled while copying): export again
-            path.unlink(missing_ok=True)
-            path = self._export(hf, cache_dir or cache_root())
+            fresh = True
+            self._export(hf, path)
             self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.path = path
+        if fresh:  # checked once, when written: a cached file is keyed by the weights and library versions
+            diff = float(np.abs(self.encode(_PROBES) - reference(list(_PROBES))).max())
+            if diff > _TOL:
+                path.unlink(missing_ok=True)
+                raise InvalidInputError(f"the ONNX export differs from torch by {diff:.2g} (tolerance {_TOL:g})")
 
-    def _export(self, hf: Any, root: Path) -> Path:
+    @staticmethod
+    def _path(hf: Any, root: Path) -> Path:
+        """The cached file of ``hf``'s export, named by its config, weights and the library versions."""
         import torch
         import transformers
 
@@ -98,9 +110,11 @@ class OnnxEncoder:
         key = hashlib.blake2b(json.dumps([_FORMAT, hf.config.to_dict(), weights, torch.__version__,
                                           transformers.__version__], sort_keys=True, default=str).encode(),
                               digest_size=10).hexdigest()
-        path = root / "onnx" / f"{hf.config.model_type}-{key}.onnx"
-        if path.exists():
-            return path
+        return root / "onnx" / f"{hf.config.model_type}-{key}.onnx"
+
+    def _export(self, hf: Any, path: Path) -> None:
+        import torch
+
         enc = self._tokenizer(list(_PROBES[:2]), return_tensors="pt", padding=True)
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
 
@@ -121,7 +135,6 @@ class OnnxEncoder:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = buf.getvalue()
         write_atomic(path, lambda fh: fh.write(data))
-        return path
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32, rows L2-normalised."""
@@ -137,11 +150,3 @@ class OnnxEncoder:
         vecs = vecs.astype(np.float32)
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(vecs)
-
-    def check(self, reference: Any) -> float:
-        """Max abs difference to ``reference(texts) -> vectors`` (torch) on probe texts."""
-        return float(np.abs(self.encode(_PROBES) - reference(list(_PROBES))).max())
-
-    @staticmethod
-    def tolerance() -> float:
-        return _TOL
